@@ -1,0 +1,99 @@
+"""The installed package: import from anywhere, versions, backends, shipped tools, RPATHs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import funasr_cpp
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = Path(funasr_cpp.__file__).resolve().parent
+PIN_BUILD, PIN_COMMIT = 11312, "0c1e570"
+
+
+def run_py(code: str, cwd: Path) -> str:
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def test_import_from_outside_the_repo(tmp_path):
+    out = run_py("import funasr_cpp, os; print(funasr_cpp.__file__); print(funasr_cpp.system_info())", tmp_path)
+    path = Path(out.splitlines()[0]).resolve()
+    assert REPO not in path.parents, "tests must run against the installed package"
+    assert f"llama.cpp b{PIN_BUILD} ({PIN_COMMIT})" in out
+    assert "backend CPU" in out
+
+
+def test_versions():
+    assert funasr_cpp.LLAMA_CPP_BUILD == PIN_BUILD
+    assert funasr_cpp.LLAMA_CPP_COMMIT == PIN_COMMIT
+    v = funasr_cpp._core.version_info()
+    assert v["funasr_cpp"] == funasr_cpp.__version__ != "0.0.0"
+    assert v["ggml_commit"].startswith(PIN_COMMIT)
+    assert v["mtmd_patch_level"] == 1  # our csrc compiled into libmtmd saw the patched tree
+
+
+def test_system_info_lists_the_cpu_backend():
+    info = funasr_cpp.system_info()
+    assert "CPU" in info.backend_names
+    cpu = info.backends[info.backend_names.index("CPU")]
+    assert any(d["type"] == "cpu" for d in cpu["devices"])
+    assert cpu["features"], "the CPU backend reports its features (SSE3, AVX2, ...)"
+    assert "CPU" in info.summary or "AVX" in info.summary or "NEON" in info.summary
+
+
+def scripts_path_env() -> dict:
+    """PATH as after activating the environment the package is installed in."""
+    env = dict(os.environ)
+    env["PATH"] = sysconfig.get_path("scripts") + os.pathsep + env.get("PATH", "")
+    return env
+
+
+@pytest.mark.parametrize("tool", ["llama-mtmd-cli", "llama-server"])
+def test_tools_on_path_report_the_pin(tool, tmp_path):
+    env = scripts_path_env()
+    exe = shutil.which(tool, path=env["PATH"])
+    assert exe, f"{tool} is not on PATH after install"
+    out = subprocess.run([exe, "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"(build {PIN_BUILD}, commit {PIN_COMMIT})" in out.stdout + out.stderr
+
+
+def test_funasr_cpp_cli_info(tmp_path):
+    env = scripts_path_env()
+    exe = shutil.which("funasr-cpp", path=env["PATH"])
+    out = subprocess.run([exe, "info"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert "backend CPU" in out.stdout
+    out = subprocess.run([exe, "--version"], env=env, capture_output=True, text=True, check=True)
+    assert f"b{PIN_BUILD}" in out.stdout
+
+
+def native_files() -> list[Path]:
+    files = sorted((PKG / "lib").iterdir()) + sorted(PKG.glob("_core*.so"))
+    return [f for f in files if f.is_file()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF RUNPATH check")
+def test_native_files_are_relocatable():
+    """Every shipped binary finds its libraries relative to itself (wheel works anywhere)."""
+    files = native_files()
+    names = {f.name for f in files}
+    assert {"libllama.so", "libmtmd.so", "libggml.so", "llama-mtmd-cli", "llama-server"} <= names
+    for f in files:
+        dyn = subprocess.run(["readelf", "-d", str(f)], capture_output=True, text=True, check=True).stdout
+        runpaths = [line.split("[", 1)[1].rstrip("]") for line in dyn.splitlines()
+                    if "(RUNPATH)" in line or "(RPATH)" in line]
+        assert runpaths, f"{f.name} has no RUNPATH"
+        for rp in runpaths:
+            assert all(p.startswith("$ORIGIN") for p in rp.split(":")), f"{f.name}: absolute RUNPATH {rp}"
+        ldd = subprocess.run(["ldd", str(f)], capture_output=True, text=True).stdout
+        assert "not found" not in ldd, f"{f.name}: {ldd}"
+        for line in ldd.splitlines():
+            if any(n in line for n in ("libllama", "libggml", "libmtmd")):
+                assert str(PKG / "lib") in line, f"{f.name} resolves a bundled library elsewhere: {line}"
