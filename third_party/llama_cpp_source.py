@@ -291,17 +291,33 @@ def ensure_checkout(checkout: Path, cache: Path | None = None,
     return _install_tree(tree, fill, want, patch_dir)
 
 
+def build_info(checkout: Path | None) -> tuple[int, str]:
+    """Build number and short commit: the pin's, or asked of the checkout's git."""
+    if checkout is None:
+        return PIN.build_number, PIN.commit
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    count = git("rev-list", "--count", "HEAD") if shutil.which("git") else ""
+    commit = git("rev-parse", "--short", "HEAD") if count else ""
+    return (int(count) if count.isdigit() else 0), (commit or "unknown")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("ensure", help="prepare the tree and print its path")
-    e.add_argument("--from", dest="checkout", default=os.environ.get("FUNASR_LLAMA_CPP_DIR") or None,
-                   help="use this llama.cpp checkout instead of the pinned sdist")
+    b = sub.add_parser("build-info", help="print 'BUILD_NUMBER;COMMIT' of the tree to build")
+    for p in (e, b):
+        p.add_argument("--from", dest="checkout", default=os.environ.get("FUNASR_LLAMA_CPP_DIR") or None,
+                       help="use this llama.cpp checkout instead of the pinned sdist")
     e.add_argument("--cache", type=Path, default=None, help="cache directory")
-    sub.add_parser("pin", help="print the pinned build number and commit")
     args = ap.parse_args(argv)
-    if args.cmd == "pin":
-        print(f"{PIN.build_number};{PIN.commit}")
+    if args.cmd == "build-info":
+        number, commit = build_info(Path(args.checkout) if args.checkout else None)
+        print(f"{number};{commit}")
         return 0
     try:
         if args.checkout:
