@@ -1,0 +1,64 @@
+"""`funasr-cpp convert MODEL_DIR --outdir OUT`: write the LLM and mmproj GGUFs of a release."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .gguf_out import check_writable_dir
+from .llm_gguf import write_llm_gguf
+from .mmproj_gguf import write_mmproj_gguf
+from .release import open_release
+from .torch_zip import CheckpointError
+
+LLM_TYPES = ("f32", "f16", "bf16", "q8_0")
+MMPROJ_TYPES = ("f32", "f16", "q8_0")
+
+
+def output_paths(name: str, outdir: Path, llm_type: str, mmproj_type: str) -> tuple[Path, Path]:
+    return outdir / f"{name}-{llm_type}.gguf", outdir / f"mmproj-{name}-{mmproj_type}.gguf"
+
+
+def convert(model_dir: str | Path, outdir: str | Path, *, llm_type: str = "f16", mmproj_type: str = "f16",
+            progress: bool = True) -> tuple[Path, Path]:
+    """Convert a release folder; returns (llm_gguf, mmproj_gguf). Inputs are only read."""
+    if llm_type not in LLM_TYPES:
+        raise ValueError(f"llm type {llm_type!r}: choose one of {', '.join(LLM_TYPES)} "
+                         "(k-quants: `funasr-cpp quantize` the f16 file)")
+    if mmproj_type not in MMPROJ_TYPES:
+        raise ValueError(f"mmproj type {mmproj_type!r}: choose one of {', '.join(MMPROJ_TYPES)}")
+    outdir = Path(outdir).expanduser()
+    with open_release(model_dir) as release:
+        check_writable_dir(outdir)
+        llm_path, mmproj_path = output_paths(release.name, outdir, llm_type, mmproj_type)
+        write_mmproj_gguf(release, mmproj_path, mmproj_type, progress=progress)
+        write_llm_gguf(release, llm_path, llm_type, progress=progress)
+    return llm_path, mmproj_path
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("model_dir", help="released checkpoint folder (model.pt, config.yaml, Qwen3-0.6B/)")
+    ap.add_argument("--outdir", "-o", required=True, help="where to write the two GGUF files")
+    ap.add_argument("--llm-type", choices=LLM_TYPES, default="f16", help="LLM weight type (default f16)")
+    ap.add_argument("--mmproj-type", choices=MMPROJ_TYPES, default="f16",
+                    help="encoder/adaptor weight type (default f16)")
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.time()
+    try:
+        llm, mmproj = convert(args.model_dir, args.outdir, llm_type=args.llm_type, mmproj_type=args.mmproj_type)
+    except (OSError, ValueError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {llm} ({llm.stat().st_size / 2**20:.1f} MiB)")
+    print(f"wrote {mmproj} ({mmproj.stat().st_size / 2**20:.1f} MiB)")
+    print(f"done in {time.time() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="funasr-cpp convert", description=__doc__.split(":", 1)[1].strip())
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
