@@ -5,6 +5,7 @@ from pathlib import Path
 
 from . import _core
 from ._system import SystemInfo, model_info, system_info
+from .llm import quantize
 
 _core.init(str(Path(__file__).resolve().parent / "lib"))
 
@@ -19,4 +20,4 @@ def set_verbose(verbose: bool = True) -> None:
 
 
 __all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "SystemInfo",
-           "model_info", "set_verbose", "system_info"]
+           "model_info", "quantize", "set_verbose", "system_info"]

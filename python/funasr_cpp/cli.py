@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -21,6 +23,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mib(path: str) -> str:
+    return f"{os.path.getsize(path) / 2**20:.1f} MiB"
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    import funasr_cpp
+
+    t0 = time.perf_counter()
+    try:
+        funasr_cpp.quantize(args.src, args.dst, args.type, n_threads=args.threads)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"quantized {args.src} ({_mib(args.src)}) -> {args.dst} ({_mib(args.dst)}, {args.type.lower()}) "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import funasr_cpp
 
@@ -32,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show versions, ggml backends and devices; or a GGUF model's metadata")
     info.add_argument("model", nargs="*", help="GGUF LLM files to describe")
     info.set_defaults(func=_cmd_info)
+    quant = sub.add_parser("quantize", help="quantize a GGUF LLM with llama.cpp (e.g. to q8_0 or q4_k_m)")
+    quant.add_argument("src", metavar="IN.gguf", help="source GGUF (f32/f16/bf16)")
+    quant.add_argument("dst", metavar="OUT.gguf", help="destination (replaced only on success)")
+    quant.add_argument("type", metavar="TYPE", help="one of: " + ", ".join(funasr_cpp.llm.QUANT_TYPES))
+    quant.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: all cores)")
+    quant.set_defaults(func=_cmd_quantize)
     return ap
 
 
