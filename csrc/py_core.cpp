@@ -80,6 +80,7 @@ struct native_error : std::exception {
 void check_gguf_file(const std::string & path) {
     struct stat st{};
     if (stat(path.c_str(), &st) != 0) {
+        if (errno == EACCES) raise(PyExc_PermissionError, "cannot access GGUF file: " + path);
         raise(PyExc_FileNotFoundError, "GGUF file not found: " + path);
     }
     if (S_ISDIR(st.st_mode)) {
@@ -249,7 +250,7 @@ int32_t thread_count(int n_threads) {
 class LlamaModel {
 public:
     LlamaModel(const py::object & path_obj, int n_ctx, int n_threads, int n_gpu_layers, int n_batch,
-               const std::string & flash_attn)
+               const std::string & flash_attn, const std::string & kv_type)
         : path_(fspath(path_obj)) {
         check_gguf_file(path_);
         if (n_ctx < 0) raise(PyExc_ValueError, "n_ctx must be >= 0 (0 = the model's training context), got " + std::to_string(n_ctx));
@@ -260,6 +261,13 @@ public:
         else if (flash_attn == "on") fa = LLAMA_FLASH_ATTN_TYPE_ENABLED;
         else if (flash_attn == "off") fa = LLAMA_FLASH_ATTN_TYPE_DISABLED;
         else raise(PyExc_ValueError, "flash_attn must be 'auto', 'on' or 'off', got '" + flash_attn + "'");
+        // KV cache element type: f16 (llama.cpp's default) halves its memory; f32 is exact
+        ggml_type kv;
+        if (kv_type == "f16") kv = GGML_TYPE_F16;
+        else if (kv_type == "f32") kv = GGML_TYPE_F32;
+        else if (kv_type == "bf16") kv = GGML_TYPE_BF16;
+        else if (kv_type == "q8_0") kv = GGML_TYPE_Q8_0;
+        else raise(PyExc_ValueError, "kv_type must be 'f16', 'f32', 'bf16' or 'q8_0', got '" + kv_type + "'");
 
         std::string errors;
         bool ctx_failed = false;
@@ -278,6 +286,7 @@ public:
                 cp.n_seq_max = 1;
                 cp.n_threads = cp.n_threads_batch = threads;
                 cp.flash_attn_type = fa;
+                cp.type_k = cp.type_v = kv;
                 ctx_ = llama_init_from_model(model_, cp);
                 if (!ctx_) {
                     ctx_failed = true;
@@ -317,6 +326,7 @@ public:
     bool closed() const { return closed_.load(); }
 
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) {
+        check_open();
         if (text.size() > (size_t) INT32_MAX / 2) raise(PyExc_ValueError, "text too long to tokenize");
         return locked([&] {
             std::vector<llama_token> out(text.size() + 8);
@@ -334,6 +344,7 @@ public:
     }
 
     py::str detokenize(const py::object & tokens, bool remove_special, bool unparse_special) {
+        check_open();
         const std::vector<llama_token> ids = token_ids(tokens, n_vocab_);
         const std::string bytes = locked([&] {
             std::string buf(ids.size() * 8 + 16, '\0');
@@ -372,6 +383,7 @@ public:
 
     // Logits of every position of `tokens` decoded as one sequence from position 0.
     py::array_t<float> eval_logits(const py::object & tokens) {
+        check_open();
         const std::vector<llama_token> ids = token_ids(tokens, n_vocab_);
         if (ids.empty()) raise(PyExc_ValueError, "eval_logits needs at least one token");
         if (ids.size() > n_ctx_) {
@@ -519,7 +531,7 @@ void quantize(const py::object & src_obj, const py::object & dst_obj, const std:
     check_gguf_file(src);
 
     std::error_code ec;
-    if (fs::equivalent(src, dst, ec) || fs::weakly_canonical(src, ec) == fs::weakly_canonical(dst, ec)) {
+    if (fs::equivalent(src, dst, ec)) {  // false when dst does not exist yet
         raise(PyExc_ValueError, "destination is the source file: " + dst);
     }
     if (fs::is_directory(dst, ec)) raise(PyExc_IsADirectoryError, "destination is a directory: " + dst);
@@ -568,7 +580,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("system_info", &system_info);
     m.def("model_info", &model_info, py::arg("path"));
 
-    py::register_exception_translator([](std::exception_ptr p) {
+    py::register_local_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
         } catch (const native_error & e) {
@@ -579,11 +591,13 @@ PYBIND11_MODULE(_core, m) {
     py::class_<LlamaModel>(m, "LlamaModel",
         "A GGUF LLM loaded with libllama (model + context): tokenizer and full-sequence logits.\n"
         "Calls from several threads on one object are serialized.")
-        .def(py::init<const py::object &, int, int, int, int, const std::string &>(),
+        .def(py::init<const py::object &, int, int, int, int, const std::string &, const std::string &>(),
              py::arg("path"), py::kw_only(), py::arg("n_ctx") = 2048, py::arg("n_threads") = 0,
              py::arg("n_gpu_layers") = -1, py::arg("n_batch") = 512, py::arg("flash_attn") = "auto",
+             py::arg("kv_type") = "f16",
              "Load the model at path (str or os.PathLike). n_threads=0: all cores; n_gpu_layers=-1: all;\n"
-             "flash_attn: 'auto', 'on' or 'off'. Raises FileNotFoundError / ValueError naming the path.")
+             "flash_attn: 'auto', 'on' or 'off'; kv_type: KV cache type 'f16', 'f32', 'bf16' or 'q8_0'.\n"
+             "Raises FileNotFoundError / ValueError naming the path.")
         .def("tokenize", &LlamaModel::tokenize, py::arg("text"), py::kw_only(),
              py::arg("add_special") = false, py::arg("parse_special") = true,
              "Text -> token ids. parse_special: '<|im_start|>' etc. become their single special ids.")

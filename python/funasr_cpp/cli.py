@@ -37,8 +37,14 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"quantized {args.src} ({_mib(args.src)}) -> {args.dst} ({_mib(args.dst)}, {args.type.lower()}) "
-          f"in {time.perf_counter() - t0:.1f} s")
+          f"in {time.perf_counter() - t0:.2f} s")
     return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .converters.convert import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show versions, ggml backends and devices; or a GGUF model's metadata")
     info.add_argument("model", nargs="*", help="GGUF LLM files to describe")
     info.set_defaults(func=_cmd_info)
+    from .converters.convert import add_arguments as add_convert_arguments
+
+    conv = sub.add_parser("convert", help="convert a released checkpoint folder to an LLM GGUF + mmproj GGUF",
+                          description="Read a Fun-ASR-Nano release folder (model.pt, config.yaml, Qwen3-0.6B/) "
+                                      "and write OUT/<name>-<llm-type>.gguf and OUT/mmproj-<name>-<mmproj-type>.gguf.")
+    add_convert_arguments(conv)
+    conv.set_defaults(func=_cmd_convert)
     quant = sub.add_parser("quantize", help="quantize a GGUF LLM with llama.cpp (e.g. to q8_0 or q4_k_m)")
     quant.add_argument("src", metavar="IN.gguf", help="source GGUF (f32/f16/bf16)")
     quant.add_argument("dst", metavar="OUT.gguf", help="destination (replaced only on success)")

@@ -1,0 +1,142 @@
+"""The converted LLM through libllama vs transformers' Qwen3ForCausalLM built from the same folder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures.checkpoint import write_checkpoint
+from funasr_cpp.converters import convert
+from funasr_cpp.llm import LlamaModel
+
+PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+          "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
+          "热词列表：[通义实验室, Fun-ASR]\n语音转写成中文，不进行文本规整：<|im_end|>\n<|im_start|>assistant\n"
+          "今天天气很好，我们去公园散步吧。The quick brown fox jumps over the lazy dog 42 times! "
+          "语音识别模型在本地运行，速度很快。  Tabs\tand\nnewlines, ümlauts, emoji 🎉, 日本語のテキスト。")
+
+# Per LLM weight type: max |logit diff| / std(reference logits), min per-position cosine,
+# min top-1 agreement. f32 is held to an absolute 1e-3 instead. Random weights have small
+# top-1/top-2 margins (median ~0.2 std), so rounding flips a few near-ties: bf16 and q8_0
+# agree on 94-98% of positions here; their weights are checked bit-exact separately below.
+TOLERANCE = {"f32": (None, 0.999999, 1.0), "f16": (0.01, 0.99999, 0.99),
+             "bf16": (0.05, 0.9999, 0.95), "q8_0": (0.25, 0.999, 0.90)}
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """The tiny fixture, with Qwen3's per-head q/k RMSNorm gains brought from ~3 to ~1.
+
+    The default fixture makes attention very sharp (varied greedy text for the ASR tests); a
+    2-layer random model that sharp turns weight rounding into chaos (q8_0 per-row cosine
+    0.7 although its tensors equal llama.cpp's own quantization), which says nothing about
+    the converter. f32 parity is checked on both."""
+    folder = tmp_path_factory.mktemp("llm") / "nano"
+    write_checkpoint(folder, seed=11)
+    sd = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    for k, v in sd.items():
+        if k.endswith(("q_norm.weight", "k_norm.weight")):
+            sd[k] = (v.float() / 3).to(v.dtype)
+    torch.save(sd, folder / "model.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf(release):
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(**json.loads((release / "Qwen3-0.6B/config.json").read_text()))
+    model = Qwen3ForCausalLM(cfg).float().eval()
+    sd = torch.load(release / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict({k[len("llm."):]: v.float() for k, v in sd.items() if k.startswith("llm.")}, strict=True)
+    tok = AutoTokenizer.from_pretrained(release / "Qwen3-0.6B")
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def reference(hf):
+    model, tok = hf
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float().numpy()
+    return ids, logits
+
+
+@pytest.fixture(scope="module")
+def gguf_paths(release, tmp_path_factory):
+    out = {}
+    for kind in TOLERANCE:
+        out[kind] = convert(release, tmp_path_factory.mktemp(kind), llm_type=kind, mmproj_type="f32",
+                            progress=False)[0]
+    return out
+
+
+def test_tokenization_matches_hf(gguf_paths, hf, reference):
+    _, tok = hf
+    ids, _ = reference
+    with LlamaModel(gguf_paths["f32"], n_ctx=1024) as llm:
+        assert llm.tokenize(PROMPT) == ids
+        for text in ["语音转写：", "<|im_end|>\n<|im_start|>assistant\n", "  hello\n\n world ", "数字123和4567",
+                     "<think>\n\n</think>\n\n", "混合 Chinese 和 English。"]:
+            assert llm.tokenize(text) == tok.encode(text, add_special_tokens=False), text
+    assert len(ids) > 150
+
+
+@pytest.mark.parametrize("kind", list(TOLERANCE))
+def test_logits_match_transformers(gguf_paths, reference, kind):
+    ids, ref = reference
+    with LlamaModel(gguf_paths[kind], n_ctx=1024, n_threads=2, kv_type="f32", flash_attn="off") as llm:
+        got = llm.eval_logits(ids)
+    assert got.shape == ref.shape
+    diff = np.abs(got - ref).max()
+    cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
+    top1 = (got.argmax(-1) == ref.argmax(-1)).mean()
+    max_rel, min_cos, min_top1 = TOLERANCE[kind]
+    if kind == "f32":
+        assert diff <= 1e-3, diff
+    else:
+        assert diff / ref.std() <= max_rel, (kind, diff, ref.std())
+    assert cos.min() >= min_cos, (kind, cos.min())
+    assert top1 >= min_top1, (kind, top1)
+
+
+def test_f32_parity_on_the_sharp_default_fixture(tmp_path, hf):
+    """The unmodified fixture (sharp attention) through an f32 GGUF: still within 1e-3."""
+    folder = tmp_path / "sharp"
+    write_checkpoint(folder, seed=11)
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    model = Qwen3ForCausalLM(Qwen3Config(**json.loads((folder / "Qwen3-0.6B/config.json").read_text()))).eval()
+    sd = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict({k[4:]: v.float() for k, v in sd.items() if k.startswith("llm.")}, strict=True)
+    ids = AutoTokenizer.from_pretrained(folder / "Qwen3-0.6B").encode(PROMPT, add_special_tokens=False)
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].float().numpy()
+    path = convert(folder, tmp_path / "out", llm_type="f32", mmproj_type="f32", progress=False)[0]
+    with LlamaModel(path, n_ctx=1024, n_threads=2, kv_type="f32", flash_attn="off") as llm:
+        assert np.abs(llm.eval_logits(ids) - ref).max() <= 1e-3
+
+
+def test_bf16_weights_are_the_checkpoint_bits(gguf_paths, release):
+    from gguf import GGUFReader
+
+    sd = torch.load(release / "model.pt", map_location="cpu", weights_only=True)
+    got = {t.name: np.array(t.data) for t in GGUFReader(gguf_paths["bf16"]).tensors}
+    want = sd["llm.model.layers.1.mlp.up_proj.weight"].view(torch.int16).numpy().view(np.uint8)
+    assert np.array_equal(got["blk.1.ffn_up.weight"].reshape(-1), want.reshape(-1))
+
+
+def test_q8_0_equals_llama_cpp_own_quantization(gguf_paths, tmp_path):
+    from gguf import GGUFReader
+
+    from funasr_cpp.llm import quantize
+
+    quantize(gguf_paths["f32"], tmp_path / "llama-q8_0.gguf", "q8_0")
+    ours = {t.name: (t.tensor_type, np.array(t.data)) for t in GGUFReader(gguf_paths["q8_0"]).tensors}
+    theirs = {t.name: (t.tensor_type, np.array(t.data)) for t in GGUFReader(tmp_path / "llama-q8_0.gguf").tensors}
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert ours[name][0] == theirs[name][0], name
+        assert np.array_equal(ours[name][1], theirs[name][1]), name
