@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +35,16 @@ def convert(model_dir: str | Path, outdir: str | Path, *, llm_type: str = "f16",
     with open_release(model_dir) as release:
         check_writable_dir(outdir)
         llm_path, mmproj_path = output_paths(release.name, outdir, llm_type, mmproj_type)
-        write_mmproj_gguf(release, mmproj_path, mmproj_type, progress=progress)
-        write_llm_gguf(release, llm_path, llm_type, progress=progress)
+        # both files are written in a scratch dir and moved in together: a failure
+        # leaves the output dir as it was
+        scratch = Path(tempfile.mkdtemp(prefix=".funasr-convert-", dir=outdir))
+        try:
+            write_mmproj_gguf(release, scratch / mmproj_path.name, mmproj_type, progress=progress)
+            write_llm_gguf(release, scratch / llm_path.name, llm_type, progress=progress)
+            os.replace(scratch / mmproj_path.name, mmproj_path)
+            os.replace(scratch / llm_path.name, llm_path)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return llm_path, mmproj_path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 
@@ -371,3 +372,51 @@ def test_failed_write_keeps_the_existing_output(ckpt, tmp_path, monkeypatch):
         convert(ckpt, out, llm_type="f32", mmproj_type="f32", progress=False)
     assert mmproj.read_bytes() == old
     assert sorted(p.name for p in out.iterdir()) == sorted([llm.name, mmproj.name])
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _scripts_env():
+    import sysconfig
+
+    return dict(os.environ, PATH=sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", ""))
+
+
+def test_cli_convert(ckpt, tmp_path):
+    import subprocess
+
+    exe = shutil.which("funasr-cpp", path=_scripts_env()["PATH"])
+    out = subprocess.run([exe, "convert", str(ckpt), "--outdir", str(tmp_path / "o"), "--llm-type", "q8_0",
+                          "--mmproj-type", "f16"], capture_output=True, text=True, env=_scripts_env())
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "fun-asr-nano-tiny-q8_0.gguf", "mmproj-fun-asr-nano-tiny-f16.gguf"]
+    bad = subprocess.run([exe, "convert", str(tmp_path / "missing"), "--outdir", str(tmp_path / "o2")],
+                         capture_output=True, text=True, env=_scripts_env())
+    assert bad.returncode == 1 and bad.stderr.startswith("error: model folder not found")
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", [["-m", "converters"], ["converters"]])
+def test_converters_run_from_a_checkout(ckpt, tmp_path, how):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, *how, str(ckpt), "-o", str(tmp_path)], cwd=repo,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "fun-asr-nano-tiny-f16.gguf").exists()
+
+
+def test_llm_failure_leaves_no_mmproj(ckpt, tmp_path):
+    """Both files appear together or not at all (a bad tokenizer is found after the mmproj is written)."""
+    folder = tmp_path / "badtok"
+    shutil.copytree(ckpt, folder)
+    tc = json.loads((folder / "Qwen3-0.6B/tokenizer_config.json").read_text())
+    tc["eos_token"] = "<|no-such-token|>"
+    (folder / "Qwen3-0.6B/tokenizer_config.json").write_text(json.dumps(tc))
+    with pytest.raises(ReleaseError, match=re.escape("eos_token '<|no-such-token|>' is not in the vocabulary")):
+        convert(folder, tmp_path / "out", progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
