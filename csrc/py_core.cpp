@@ -568,6 +568,9 @@ void quantize(const py::object & src_obj, const py::object & dst_obj, const std:
 
 }  // namespace
 
+void register_audio_bindings(py::module_ & m);    // csrc/py_audio.cpp
+void register_encoder_bindings(py::module_ & m);  // csrc/py_encoder.cpp
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "funasr-cpp native core (llama.cpp + mtmd)";
     m.attr("LLAMA_CPP_BUILD") = LLAMA_CPP_BUILD_NUMBER;
@@ -630,4 +633,6 @@ PYBIND11_MODULE(_core, m) {
           py::arg("n_threads") = 0,
           "Quantize the GGUF LLM src into dst (type: one of QUANT_TYPES). dst is written via a temporary\n"
           "file in its directory and replaced only on success.");
+    register_audio_bindings(m);
+    register_encoder_bindings(m);
 }

@@ -1,0 +1,83 @@
+// funasr-cpp: the Fun-ASR-Nano audio projector for llama.cpp's mtmd ("funasr").
+// Compiled into libmtmd (our CMakeLists adds csrc/ with target_sources); the
+// small patch in third_party/patches only dispatches to the entry points below.
+#pragma once
+
+#include "clip-graph.h"
+#include "mtmd-audio.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+struct gguf_context;
+
+// ----------------------------------------------------------------------------- frontend
+// WavFrontend of funasr: 16 kHz mono in [-1, 1] -> x input_scale -> Kaldi fbank
+// (hamming, DC removal, pre-emphasis, power spectrum, Kaldi mel bank, natural log
+// floored at FLT_EPSILON, snip_edges, no dither) -> LFR (m, n) -> optional CMVN.
+struct funasr_frontend_params {
+    int   sample_rate  = 16000;
+    int   n_mels       = 80;
+    int   frame_length = 400;      // samples (25 ms)
+    int   frame_shift  = 160;      // samples (10 ms)
+    int   lfr_m        = 7;
+    int   lfr_n        = 6;
+    float preemph      = 0.97f;
+    float low_freq     = 20.0f;
+    float high_freq    = 0.0f;     // <= 0: relative to Nyquist
+    float input_scale  = 32768.0f;
+    std::vector<float> cmvn_shift; // empty, or n_mels * lfr_m values: x = (x + shift) * scale
+    std::vector<float> cmvn_scale;
+};
+
+class funasr_frontend {
+public:
+    explicit funasr_frontend(const funasr_frontend_params & params);
+    ~funasr_frontend();
+
+    int feature_dim() const;                       // n_mels * lfr_m (560)
+    int64_t n_fbank_frames(size_t n_samples) const; // 0 below one frame
+    int64_t n_lfr_frames(size_t n_samples) const;
+
+    // LFR features, row-major [n_lfr_frames, feature_dim]; empty for < one frame.
+    // Thread-safe: all scratch is per call.
+    void compute(const float * samples, size_t n_samples, std::vector<float> & out) const;
+
+    const funasr_frontend_params & params() const { return params_; }
+
+private:
+    struct tables;
+    funasr_frontend_params params_;
+    tables * tables_;
+};
+
+// mtmd preprocessor: chunks of at most hparams.audio_chunk_len seconds, each emitted
+// as one mtmd_audio_mel with n_mel = n_mels and n_len = lfr_m * T_lfr: LFR frame i is
+// stored as its lfr_m sub-frames 7i..7i+6 (80 bins each), so the graph recovers the
+// 560-wide rows with transpose + reshape and num_mel_bins stays 80.
+struct mtmd_audio_preprocessor_funasr : mtmd_audio_preprocessor {
+    mtmd_audio_preprocessor_funasr(const clip_ctx * ctx);
+    void initialize() override;
+    bool preprocess(const float * samples, size_t n_samples, std::vector<mtmd_audio_mel> & output) const override;
+
+private:
+    std::unique_ptr<funasr_frontend> frontend;
+};
+
+// frontend parameters as stored in the mmproj (funasr.frontend.* keys)
+funasr_frontend_params funasr_frontend_params_from_hparams(const clip_hparams & hparams);
+
+// ----------------------------------------------------------------------------- clip glue
+// hparams case of clip_model_loader::load_hparams (reads funasr.* keys)
+void funasr_load_hparams(clip_hparams & hparams, const gguf_context * ctx);
+// tensors beyond the generic a.blk.N.* ones (FSMN kernels, adaptor)
+void funasr_load_tensors(clip_model & model, const std::function<ggml_tensor *(const std::string &, bool)> & get_tensor);
+// audio tokens for a chunk of nx = lfr_m * T sub-frames (use_low_frame_rate rule)
+int funasr_n_output_tokens(const clip_hparams & hparams, int nx);
+
+// ----------------------------------------------------------------------------- graph
+struct clip_graph_funasr : clip_graph {
+    clip_graph_funasr(clip_ctx * ctx, const clip_image_f32 & img) : clip_graph(ctx, img) {}
+    ggml_cgraph * build() override;
+};

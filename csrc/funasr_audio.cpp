@@ -1,0 +1,500 @@
+// funasr frontend: Kaldi fbank + LFR (+ CMVN) and the mtmd preprocessor.
+//
+// Matches funasr's WavFrontend (kaldi fbank with hamming window, DC removal,
+// pre-emphasis, power spectrum, Kaldi mel bank, natural log floored at FLT_EPSILON,
+// snip_edges, dither 0) followed by apply_lfr and apply_cmvn.
+//
+// Speed: frames are processed kFrameLanes at a time in a structure-of-arrays layout
+// (sample/bin index major, frame minor), so that every inner loop runs over the lanes
+// with a fixed trip count and the compiler vectorizes it; the FFT is a 512-point real
+// FFT computed as a 256-point complex radix-2 FFT plus the usual split step.
+#include "funasr.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+constexpr int kFrameLanes = 8;  // frames per SIMD batch
+
+int next_pow2(int n) {
+    int p = 1;
+    while (p < n) {
+        p <<= 1;
+    }
+    return p;
+}
+
+double kaldi_mel(double hz) {
+    return 1127.0 * std::log(1.0 + hz / 700.0);
+}
+
+#if defined(_MSC_VER) || defined(__GNUC__) || defined(__clang__)
+#    define FUNASR_RESTRICT __restrict
+#else
+#    define FUNASR_RESTRICT
+#endif
+
+// lane kernels: fixed trip count kFrameLanes, no aliasing -> vectorized by the compiler
+
+inline void lanes_preemph_window(float * FUNASR_RESTRICT dst, const float * FUNASR_RESTRICT cur,
+                                 const float * FUNASR_RESTRICT prev, float preemph, float w) {
+    for (int b = 0; b < kFrameLanes; ++b) {
+        dst[b] = (cur[b] - preemph * prev[b]) * w;
+    }
+}
+
+inline void lanes_butterfly(float * FUNASR_RESTRICT ur, float * FUNASR_RESTRICT ui, float * FUNASR_RESTRICT vr,
+                            float * FUNASR_RESTRICT vi, float wr, float wi) {
+    for (int b = 0; b < kFrameLanes; ++b) {
+        const float tr = vr[b] * wr - vi[b] * wi;
+        const float ti = vr[b] * wi + vi[b] * wr;
+        vr[b] = ur[b] - tr;
+        vi[b] = ui[b] - ti;
+        ur[b] += tr;
+        ui[b] += ti;
+    }
+}
+
+// real-FFT split step and power: X[k] = E[k] + W^k O[k] with E = (Z[k] + conj Z[-k]) / 2,
+// O = (Z[k] - conj Z[-k]) / 2i (ar/ai = Z[k], cr/ci = Z[-k]; they may be the same, read only)
+inline void lanes_split_power(float * FUNASR_RESTRICT pk, const float * ar, const float * ai, const float * cr,
+                              const float * ci, float wr, float wi) {
+    for (int b = 0; b < kFrameLanes; ++b) {
+        const float er  = 0.5f * (ar[b] + cr[b]);
+        const float ei  = 0.5f * (ai[b] - ci[b]);
+        const float or_ = 0.5f * (ai[b] + ci[b]);
+        const float oi  = -0.5f * (ar[b] - cr[b]);
+        const float xr  = er + wr * or_ - wi * oi;
+        const float xi  = ei + wr * oi + wi * or_;
+        pk[b] = xr * xr + xi * xi;
+    }
+}
+
+// log(max(x, FLT_EPSILON)) on all lanes: x = 2^e * m with m in [sqrt(1/2), sqrt(2)),
+// log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172: series to s^11 (error < 1e-9,
+// far below float rounding). Branch-free and vectorized, unlike calls to logf.
+inline void lanes_log_floor(float * FUNASR_RESTRICT y, const float * FUNASR_RESTRICT x) {
+    uint32_t bits[kFrameLanes];
+    float    v[kFrameLanes];
+    for (int b = 0; b < kFrameLanes; ++b) {
+        v[b] = x[b] > FLT_EPSILON ? x[b] : FLT_EPSILON;  // also maps NaN to the floor
+    }
+    std::memcpy(bits, v, sizeof(bits));
+    int32_t e[kFrameLanes];
+    for (int b = 0; b < kFrameLanes; ++b) {
+        // subtracting the bits of sqrt(1/2) puts the mantissa range at [sqrt(1/2), sqrt(2))
+        const uint32_t d = bits[b] - 0x3f3504f3u;
+        e[b]    = (int32_t) d >> 23;
+        bits[b] = (d & 0x007fffffu) + 0x3f3504f3u;
+    }
+    std::memcpy(v, bits, sizeof(v));
+    for (int b = 0; b < kFrameLanes; ++b) {
+        const float m  = v[b];
+        const float s  = (m - 1.0f) / (m + 1.0f);
+        const float s2 = s * s;
+        const float p  = 1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9 + s2 * (1.0f / 11))));
+        const float lm = 2.0f * s + 2.0f * s * s2 * p;
+        y[b] = (float) e[b] * 0.693147180559945309f + lm;
+    }
+}
+
+inline void lanes_axpy(float * FUNASR_RESTRICT acc, const float * FUNASR_RESTRICT x, float a) {
+    for (int b = 0; b < kFrameLanes; ++b) {
+        acc[b] += a * x[b];
+    }
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------- tables
+
+struct funasr_frontend::tables {
+    int n_fft   = 0;  // real FFT size (power of two >= frame_length)
+    int n_half  = 0;  // complex FFT size n_fft / 2
+    int n_bins  = 0;  // power-spectrum bins used by the mel bank: n_fft / 2 (Nyquist bin has weight 0)
+    int log2_half = 0;
+
+    std::vector<float> window;     // [frame_length] symmetric hamming
+    std::vector<int>   bitrev;     // [n_half] bit reversal of the complex FFT index
+    std::vector<float> tw_re;      // [n_half / 2] exp(-2 pi i k / n_half)
+    std::vector<float> tw_im;
+    std::vector<float> split_re;   // [n_bins] exp(-2 pi i k / n_fft), real-FFT split step
+    std::vector<float> split_im;
+
+    // sparse Kaldi mel bank: filter m covers bins [mel_begin[m], mel_begin[m] + mel_len[m])
+    std::vector<int>   mel_begin;
+    std::vector<int>   mel_len;
+    std::vector<int>   mel_offset; // into mel_weight
+    std::vector<float> mel_weight;
+
+    // sample n of a frame -> position in the packed complex FFT input (bit-reversed):
+    // n even -> real part, n odd -> imaginary part of element bitrev[n / 2]
+    std::vector<int> sample_pos;
+};
+
+namespace {
+
+// per-call scratch for one batch of kFrameLanes frames (SoA: index * kFrameLanes + lane)
+struct batch_scratch {
+    std::vector<float> x;    // [frame_length * L] framed samples
+    std::vector<float> re;   // [n_half * L]
+    std::vector<float> im;   // [n_half * L]
+    std::vector<float> pw;   // [n_bins * L] power spectrum
+};
+
+}  // namespace
+
+funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params_(params), tables_(nullptr) {
+    const auto & p = params_;
+    if (p.sample_rate <= 0 || p.n_mels <= 0 || p.frame_length < 2 || p.frame_shift <= 0 || p.lfr_m <= 0 ||
+        p.lfr_n <= 0) {
+        throw std::invalid_argument("funasr_frontend: invalid parameters");
+    }
+    const size_t n_feat = (size_t) p.n_mels * p.lfr_m;
+    if (p.cmvn_shift.size() != p.cmvn_scale.size() || (!p.cmvn_shift.empty() && p.cmvn_shift.size() != n_feat)) {
+        throw std::invalid_argument("funasr_frontend: CMVN vectors must both have n_mels * lfr_m values");
+    }
+
+    auto * t = new tables();
+    t->n_fft  = std::max(4, next_pow2(p.frame_length));
+    t->n_half = t->n_fft / 2;
+    t->n_bins = t->n_fft / 2;
+    while ((1 << t->log2_half) < t->n_half) {
+        t->log2_half++;
+    }
+
+    // symmetric hamming window (Kaldi "hamming")
+    t->window.resize(p.frame_length);
+    const double a = 2.0 * kPi / (p.frame_length - 1);
+    for (int n = 0; n < p.frame_length; ++n) {
+        t->window[n] = (float) (0.54 - 0.46 * std::cos(a * n));
+    }
+
+    // complex FFT tables
+    t->bitrev.resize(t->n_half);
+    for (int i = 0; i < t->n_half; ++i) {
+        int r = 0;
+        for (int b = 0; b < t->log2_half; ++b) {
+            r |= ((i >> b) & 1) << (t->log2_half - 1 - b);
+        }
+        t->bitrev[i] = r;
+    }
+    t->tw_re.resize(t->n_half / 2);
+    t->tw_im.resize(t->n_half / 2);
+    for (int k = 0; k < t->n_half / 2; ++k) {
+        const double ang = -2.0 * kPi * k / t->n_half;
+        t->tw_re[k] = (float) std::cos(ang);
+        t->tw_im[k] = (float) std::sin(ang);
+    }
+    t->split_re.resize(t->n_bins);
+    t->split_im.resize(t->n_bins);
+    for (int k = 0; k < t->n_bins; ++k) {
+        const double ang = -2.0 * kPi * k / t->n_fft;
+        t->split_re[k] = (float) std::cos(ang);
+        t->split_im[k] = (float) std::sin(ang);
+    }
+    t->sample_pos.resize(p.frame_length);
+    for (int n = 0; n < p.frame_length; ++n) {
+        t->sample_pos[n] = t->bitrev[n / 2];
+    }
+
+    // Kaldi mel bank: n_mels + 2 points equally spaced in mel between low and high freq
+    const double nyquist   = 0.5 * p.sample_rate;
+    const double high_freq = p.high_freq > 0.0f ? (double) p.high_freq : nyquist + p.high_freq;
+    const double low_freq  = p.low_freq;
+    if (low_freq < 0.0 || high_freq > nyquist || high_freq <= low_freq) {
+        delete t;
+        throw std::invalid_argument("funasr_frontend: invalid mel frequency range");
+    }
+    const double mel_low   = kaldi_mel(low_freq);
+    const double mel_high  = kaldi_mel(high_freq);
+    const double mel_delta = (mel_high - mel_low) / (p.n_mels + 1);
+    const double bin_width = (double) p.sample_rate / t->n_fft;
+    t->mel_begin.resize(p.n_mels);
+    t->mel_len.resize(p.n_mels);
+    t->mel_offset.resize(p.n_mels);
+    for (int m = 0; m < p.n_mels; ++m) {
+        const double left   = mel_low + m * mel_delta;
+        const double center = mel_low + (m + 1) * mel_delta;
+        const double right  = mel_low + (m + 2) * mel_delta;
+        int first = -1, last = -1;
+        std::vector<float> w;
+        for (int k = 0; k < t->n_bins; ++k) {
+            const double mel = kaldi_mel(bin_width * k);
+            if (mel > left && mel < right) {
+                const double weight = mel <= center ? (mel - left) / (center - left) : (right - mel) / (right - center);
+                if (first < 0) {
+                    first = k;
+                }
+                last = k;
+                w.push_back((float) weight);
+            }
+        }
+        if (first < 0) {
+            first = 0;
+            last  = -1;
+        }
+        t->mel_begin[m]  = first;
+        t->mel_len[m]    = last - first + 1;
+        t->mel_offset[m] = (int) t->mel_weight.size();
+        t->mel_weight.insert(t->mel_weight.end(), w.begin(), w.end());
+    }
+
+    tables_ = t;
+}
+
+funasr_frontend::~funasr_frontend() {
+    delete tables_;
+}
+
+int funasr_frontend::feature_dim() const {
+    return params_.n_mels * params_.lfr_m;
+}
+
+int64_t funasr_frontend::n_fbank_frames(size_t n_samples) const {
+    if (n_samples < (size_t) params_.frame_length) {
+        return 0;
+    }
+    return 1 + (int64_t) ((n_samples - params_.frame_length) / params_.frame_shift);
+}
+
+int64_t funasr_frontend::n_lfr_frames(size_t n_samples) const {
+    const int64_t t = n_fbank_frames(n_samples);
+    return (t + params_.lfr_n - 1) / params_.lfr_n;
+}
+
+void funasr_frontend::compute(const float * samples, size_t n_samples, std::vector<float> & out) const {
+    const auto & p = params_;
+    const auto & t = *tables_;
+    constexpr int L = kFrameLanes;
+
+    const int64_t n_frames = n_fbank_frames(n_samples);
+    const int64_t n_lfr    = n_lfr_frames(n_samples);
+    const int     n_mels   = p.n_mels;
+    const int     flen     = p.frame_length;
+    const int     nh       = t.n_half;
+    const int     nb       = t.n_bins;
+    const int     n_feat   = feature_dim();
+    out.clear();
+    if (n_frames <= 0) {
+        return;
+    }
+
+    // ---- fbank [n_frames, n_mels]
+    std::vector<float> fbank((size_t) n_frames * n_mels);
+    batch_scratch s;
+    s.x.resize((size_t) flen * L);
+    s.re.resize((size_t) nh * L);
+    s.im.resize((size_t) nh * L);
+    s.pw.resize((size_t) nb * L);
+
+    const float scale   = p.input_scale;
+    const float preemph = p.preemph;
+    const float * win   = t.window.data();
+
+    for (int64_t f0 = 0; f0 < n_frames; f0 += L) {
+        const int nl = (int) std::min<int64_t>(L, n_frames - f0);
+
+        // framed, scaled samples (unused lanes are zero)
+        float * x = s.x.data();
+        for (int b = 0; b < L; ++b) {
+            if (b < nl) {
+                const float * src = samples + (size_t) (f0 + b) * p.frame_shift;
+                for (int n = 0; n < flen; ++n) {
+                    x[n * L + b] = src[n] * scale;
+                }
+            } else {
+                for (int n = 0; n < flen; ++n) {
+                    x[n * L + b] = 0.0f;
+                }
+            }
+        }
+
+        // DC removal (mean accumulated in double)
+        {
+            double sum[L] = {};
+            for (int n = 0; n < flen; ++n) {
+                for (int b = 0; b < L; ++b) {
+                    sum[b] += x[n * L + b];
+                }
+            }
+            float mean[L];
+            for (int b = 0; b < L; ++b) {
+                mean[b] = (float) (sum[b] / flen);
+            }
+            for (int n = 0; n < flen; ++n) {
+                for (int b = 0; b < L; ++b) {
+                    x[n * L + b] -= mean[b];
+                }
+            }
+        }
+
+        // pre-emphasis (from the end, as Kaldi), window, scatter into the bit-reversed
+        // packed complex input: z[m] = y[2m] + i y[2m + 1]
+        std::fill(s.re.begin(), s.re.end(), 0.0f);
+        std::fill(s.im.begin(), s.im.end(), 0.0f);
+        for (int n = flen - 1; n >= 0; --n) {
+            const float w = win[n];
+            float * dst = ((n & 1) ? s.im.data() : s.re.data()) + (size_t) t.sample_pos[n] * L;
+            const float * xn = x + (size_t) n * L;
+            const float * xp = n > 0 ? x + (size_t) (n - 1) * L : xn;
+            lanes_preemph_window(dst, xn, xp, preemph, w);
+        }
+
+        // radix-2 decimation-in-time complex FFT of size nh, all lanes at once
+        float * re = s.re.data();
+        float * im = s.im.data();
+        for (int len = 2, tw_step = nh / 2; len <= nh; len <<= 1, tw_step >>= 1) {
+            const int half = len >> 1;
+            for (int blk = 0; blk < nh; blk += len) {
+                for (int j = 0; j < half; ++j) {
+                    const float wr = t.tw_re[j * tw_step];
+                    const float wi = t.tw_im[j * tw_step];
+                    lanes_butterfly(re + (size_t) (blk + j) * L, im + (size_t) (blk + j) * L,
+                                    re + (size_t) (blk + j + half) * L, im + (size_t) (blk + j + half) * L, wr, wi);
+                }
+            }
+        }
+
+        // split step and power |X[k]|^2 for k = 0 .. n_fft/2 - 1
+        float * pw = s.pw.data();
+        for (int k = 0; k < nb; ++k) {
+            const int kc = (nh - k) & (nh - 1);
+            lanes_split_power(pw + (size_t) k * L, re + (size_t) k * L, im + (size_t) k * L, re + (size_t) kc * L,
+                              im + (size_t) kc * L, t.split_re[k], t.split_im[k]);
+        }
+
+        // mel energies, log
+        for (int m = 0; m < n_mels; ++m) {
+            float acc[L] = {};
+            const float * w  = t.mel_weight.data() + t.mel_offset[m];
+            const float * pm = pw + (size_t) t.mel_begin[m] * L;
+            for (int k = 0; k < t.mel_len[m]; ++k) {
+                lanes_axpy(acc, pm + (size_t) k * L, w[k]);
+            }
+            float lg[L];
+            lanes_log_floor(lg, acc);
+            for (int b = 0; b < nl; ++b) {
+                fbank[(size_t) (f0 + b) * n_mels + m] = lg[b];
+            }
+        }
+    }
+
+    // ---- LFR: row i = frames 6i - 3 .. 6i + 3 (clamped), each n_mels wide
+    out.resize((size_t) n_lfr * n_feat);
+    const int64_t pad = (p.lfr_m - 1) / 2;
+    for (int64_t i = 0; i < n_lfr; ++i) {
+        float * row = out.data() + (size_t) i * n_feat;
+        for (int j = 0; j < p.lfr_m; ++j) {
+            const int64_t src = std::min<int64_t>(std::max<int64_t>(i * p.lfr_n + j - pad, 0), n_frames - 1);
+            std::copy_n(fbank.data() + (size_t) src * n_mels, n_mels, row + (size_t) j * n_mels);
+        }
+    }
+
+    // ---- CMVN: (x + shift) * scale
+    if (!p.cmvn_shift.empty()) {
+        const float * sh = p.cmvn_shift.data();
+        const float * sc = p.cmvn_scale.data();
+        for (int64_t i = 0; i < n_lfr; ++i) {
+            float * row = out.data() + (size_t) i * n_feat;
+            for (int d = 0; d < n_feat; ++d) {
+                row[d] = (row[d] + sh[d]) * sc[d];
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------- hparams
+
+funasr_frontend_params funasr_frontend_params_from_hparams(const clip_hparams & hparams) {
+    funasr_frontend_params p;
+    if (hparams.audio_sample_rate > 0) {
+        p.sample_rate = hparams.audio_sample_rate;
+    }
+    if (hparams.n_mel_bins > 0) {
+        p.n_mels = hparams.n_mel_bins;
+    }
+    if (hparams.audio_window_len > 0) {
+        p.frame_length = hparams.audio_window_len;
+    }
+    if (hparams.audio_hop_len > 0) {
+        p.frame_shift = hparams.audio_hop_len;
+    }
+    if (hparams.funasr.lfr_m > 0) {
+        p.lfr_m = hparams.funasr.lfr_m;
+    }
+    if (hparams.funasr.lfr_n > 0) {
+        p.lfr_n = hparams.funasr.lfr_n;
+    }
+    p.cmvn_shift = hparams.funasr.cmvn_shift;
+    p.cmvn_scale = hparams.funasr.cmvn_scale;
+    return p;
+}
+
+// ----------------------------------------------------------------------------- mtmd preprocessor
+
+mtmd_audio_preprocessor_funasr::mtmd_audio_preprocessor_funasr(const clip_ctx * ctx) : mtmd_audio_preprocessor(ctx) {}
+
+void mtmd_audio_preprocessor_funasr::initialize() {
+    frontend = std::make_unique<funasr_frontend>(funasr_frontend_params_from_hparams(hparams));
+}
+
+// Chunks of at most chunk_seconds seconds (no chunking if <= 0); each chunk with at
+// least one fbank frame becomes one mtmd_audio_mel [n_mels, lfr_m * T_lfr], where
+// column lfr_m * i + j holds sub-frame j of LFR row i (row-major [T_lfr, n_mels * lfr_m]
+// transposed in blocks of n_mels). Audio shorter than one frame yields no chunk
+// (zero audio tokens) and success.
+// Not in funasr.h (yet): also used by the Python binding (csrc/py_audio.cpp).
+bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
+                                size_t n_samples, std::vector<mtmd_audio_mel> & output);
+bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
+                                size_t n_samples, std::vector<mtmd_audio_mel> & output) {
+    if (n_samples > 0 && samples == nullptr) {
+        return false;
+    }
+    const auto & p     = fe.params();
+    const size_t chunk = chunk_seconds > 0 ? (size_t) chunk_seconds * (size_t) p.sample_rate : n_samples;
+    const int n_mels   = p.n_mels;
+    const int n_feat   = fe.feature_dim();
+
+    std::vector<float> feats;
+    for (size_t off = 0; off < n_samples; off += chunk) {
+        const size_t n = std::min(chunk, n_samples - off);
+        fe.compute(samples + off, n, feats);
+        const int64_t n_lfr = (int64_t) feats.size() / n_feat;
+        if (n_lfr == 0) {
+            continue;
+        }
+        mtmd_audio_mel mel;
+        mel.n_mel     = n_mels;
+        mel.n_len     = n_lfr * p.lfr_m;
+        mel.n_len_org = mel.n_len;
+        mel.data.resize((size_t) mel.n_mel * mel.n_len);
+        // feats viewed as [n_len sub-frames, n_mels] -> data [n_mels, n_len]
+        const int64_t n_len = mel.n_len;
+        for (int64_t s = 0; s < n_len; ++s) {
+            const float * src = feats.data() + (size_t) s * n_mels;
+            for (int m = 0; m < n_mels; ++m) {
+                mel.data[(size_t) m * n_len + s] = src[m];
+            }
+        }
+        output.push_back(std::move(mel));
+    }
+    return true;
+}
+
+bool mtmd_audio_preprocessor_funasr::preprocess(const float * samples, size_t n_samples,
+                                                std::vector<mtmd_audio_mel> & output) const {
+    if (!frontend) {
+        return false;
+    }
+    return funasr_audio_to_mel_chunks(*frontend, hparams.audio_chunk_len, samples, n_samples, output);
+}

@@ -1,0 +1,108 @@
+"""The funasr mmproj graph (SAN-M encoder + adaptor in ggml) vs funasr's audio_encoder + audio_adaptor."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures.checkpoint import write_checkpoint
+from funasr_cpp import _core
+from funasr_cpp.converters import convert
+
+# (seed, dims override): the default tiny dims, and a second shape (wider encoder, 2 heads of 128,
+# more encoder blocks, 3 adaptor blocks) so nothing in the graph is tied to one configuration
+CASES = {
+    "tiny": (0, None),
+    "wide": (7, {"enc_dim": 256, "enc_heads": 2, "enc_ffn": 512, "enc_blocks": 4, "enc_tp_blocks": 3,
+                 "adp_layers": 3, "adp_ffn": 384}),
+}
+FRAME_COUNTS = [1, 2, 3, 7, 8, 9, 17, 38, 101, 500, 1000]  # 1000 LFR frames = 60 s in one chunk
+
+
+def upstream_fake_token_len(t: int) -> int:
+    """FunASRNano.data_load_speech's rule (use_low_frame_rate), as written upstream."""
+    olens = 1 + (t - 3 + 2 * 1) // 2
+    olens = 1 + (olens - 3 + 2 * 1) // 2
+    return (olens - 1) // 2 + 1
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def model(request, tmp_path_factory):
+    import funasr.models.fun_asr_nano.model  # noqa: F401  (registers FunASRNano)
+    from funasr import AutoModel
+
+    seed, dims = CASES[request.param]
+    folder = tmp_path_factory.mktemp(request.param) / "nano"
+    write_checkpoint(folder, seed=seed, dims=dims, ctc=False)
+    net = AutoModel(model=str(folder), device="cpu", hub="ms", disable_update=True, disable_pbar=True).model
+    net.eval()
+    mmproj = {}
+    for kind in ("f32", "f16", "q8_0"):
+        mmproj[kind] = convert(folder, tmp_path_factory.mktemp(f"{request.param}-{kind}"),
+                               llm_type="f32", mmproj_type=kind, progress=False)[1]
+    return net, mmproj
+
+
+def reference(net, feats: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        x = torch.tensor(feats)[None]  # a copy: the encoder scales its input in place
+        enc, lens = net.audio_encoder(x, torch.tensor([feats.shape[0]]))
+        out, _ = net.audio_adaptor(enc, lens)
+    return out[0].numpy()
+
+
+def features(t: int, seed: int) -> np.ndarray:
+    # log-mel-like LFR rows: per-bin offsets plus noise, the scale of real fbank features
+    rng = np.random.default_rng(seed)
+    return (rng.normal(-6, 3, size=(1, 560)) + rng.normal(0, 2, size=(t, 560))).astype(np.float32)
+
+
+def test_token_count_matches_upstream_rule(model):
+    _, mmproj = model
+    enc = _core.AudioEncoder(str(mmproj["f32"]), n_threads=2)
+    for t in list(range(1, 80)) + [500, 1000, 2999]:
+        assert enc.n_tokens(t) == upstream_fake_token_len(t), t
+
+
+@pytest.mark.parametrize("flash_attn", ["off", "on"])
+def test_f32_encoder_matches_funasr(model, flash_attn):
+    net, mmproj = model
+    enc = _core.AudioEncoder(str(mmproj["f32"]), n_threads=2, flash_attn=flash_attn)
+    worst = 0.0
+    for t in FRAME_COUNTS:
+        feats = features(t, seed=t)
+        ref = reference(net, feats)
+        got = enc.encode(feats)
+        n = upstream_fake_token_len(t)
+        assert got.shape == (n, ref.shape[1])
+        rel = np.abs(got - ref[:n]).max() / np.abs(ref[:n]).max()
+        worst = max(worst, rel)
+    # flash attention rounds K and V to f16 inside the kernel
+    assert worst <= (1e-4 if flash_attn == "off" else 2e-3), worst
+
+
+@pytest.mark.parametrize("kind,min_cos", [("f16", 0.9999), ("q8_0", 0.999)])
+@pytest.mark.parametrize("flash_attn", ["off", "on"])
+def test_quantized_encoder_cosine(model, kind, min_cos, flash_attn):
+    net, mmproj = model
+    enc = _core.AudioEncoder(str(mmproj[kind]), n_threads=2, flash_attn=flash_attn)
+    for t in (9, 101, 500):
+        feats = features(t, seed=100 + t)
+        ref = reference(net, feats)[: upstream_fake_token_len(t)]
+        got = enc.encode(feats)
+        cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
+        assert cos.min() >= min_cos, (kind, t, cos.min())
+
+
+def test_bad_inputs(model, tmp_path):
+    _, mmproj = model
+    enc = _core.AudioEncoder(str(mmproj["f32"]), n_threads=1)
+    with pytest.raises(ValueError, match="features must be"):
+        enc.encode(np.zeros((5, 80), np.float32))
+    with pytest.raises(ValueError, match="no frames"):
+        enc.encode(np.zeros((0, 560), np.float32))
+    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+        _core.AudioEncoder(str(tmp_path / "missing.gguf"))
+    (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ValueError, match="cannot load the audio encoder"):
+        _core.AudioEncoder(str(tmp_path / "junk.gguf"))
