@@ -35,6 +35,8 @@ class funasr_frontend {
 public:
     explicit funasr_frontend(const funasr_frontend_params & params);
     ~funasr_frontend();
+    funasr_frontend(const funasr_frontend &) = delete;
+    funasr_frontend & operator=(const funasr_frontend &) = delete;
 
     int feature_dim() const;                       // n_mels * lfr_m (560)
     int64_t n_fbank_frames(size_t n_samples) const; // 0 below one frame
@@ -64,6 +66,11 @@ struct mtmd_audio_preprocessor_funasr : mtmd_audio_preprocessor {
 private:
     std::unique_ptr<funasr_frontend> frontend;
 };
+
+// the preprocessor's work: samples -> chunks of at most chunk_seconds (<= 0: one chunk) in
+// the sub-frame layout above; chunks without a whole frame are skipped
+bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
+                                size_t n_samples, std::vector<mtmd_audio_mel> & output);
 
 // frontend parameters as stored in the mmproj (funasr.frontend.* keys)
 funasr_frontend_params funasr_frontend_params_from_hparams(const clip_hparams & hparams);

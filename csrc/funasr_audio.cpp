@@ -4,6 +4,13 @@
 // pre-emphasis, power spectrum, Kaldi mel bank, natural log floored at FLT_EPSILON,
 // snip_edges, dither 0) followed by apply_lfr and apply_cmvn.
 //
+// Precision: the frame preparation (scale, DC removal, pre-emphasis, window) is done in
+// float in Kaldi's order, like Kaldi and kaldi-native-fbank; the FFT, the power spectrum
+// and the mel sums are done in double. A float FFT has an error floor relative to the
+// strongest bin of the frame (~1e-7 in amplitude), which shows up as log errors of a few
+// 1e-3 (~1e-2 with a plain radix-2 float FFT) in mel bands 80-100 dB below the frame's
+// peak (lowest bands after pre-emphasis, pure tones).
+//
 // Speed: frames are processed kFrameLanes at a time in a structure-of-arrays layout
 // (sample/bin index major, frame minor), so that every inner loop runs over the lanes
 // with a fixed trip count and the compiler vectorizes it; the FFT is a 512-point real
@@ -44,18 +51,43 @@ double kaldi_mel(double hz) {
 
 // lane kernels: fixed trip count kFrameLanes, no aliasing -> vectorized by the compiler
 
-inline void lanes_preemph_window(float * FUNASR_RESTRICT dst, const float * FUNASR_RESTRICT cur,
+inline void lanes_preemph_window(double * FUNASR_RESTRICT dst, const float * FUNASR_RESTRICT cur,
                                  const float * FUNASR_RESTRICT prev, float preemph, float w) {
     for (int b = 0; b < kFrameLanes; ++b) {
-        dst[b] = (cur[b] - preemph * prev[b]) * w;
+        dst[b] = (double) ((cur[b] - preemph * prev[b]) * w);
     }
 }
 
-inline void lanes_butterfly(float * FUNASR_RESTRICT ur, float * FUNASR_RESTRICT ui, float * FUNASR_RESTRICT vr,
-                            float * FUNASR_RESTRICT vi, float wr, float wi) {
+inline void lanes_butterfly(double * FUNASR_RESTRICT ur, double * FUNASR_RESTRICT ui, double * FUNASR_RESTRICT vr,
+                            double * FUNASR_RESTRICT vi, double wr, double wi) {
     for (int b = 0; b < kFrameLanes; ++b) {
-        const float tr = vr[b] * wr - vi[b] * wi;
-        const float ti = vr[b] * wi + vi[b] * wr;
+        const double tr = vr[b] * wr - vi[b] * wi;
+        const double ti = vr[b] * wi + vi[b] * wr;
+        vr[b] = ur[b] - tr;
+        vi[b] = ui[b] - ti;
+        ur[b] += tr;
+        ui[b] += ti;
+    }
+}
+
+// butterflies with twiddle 1 and -i (first two stages): additions only
+inline void lanes_butterfly_1(double * FUNASR_RESTRICT ur, double * FUNASR_RESTRICT ui, double * FUNASR_RESTRICT vr,
+                              double * FUNASR_RESTRICT vi) {
+    for (int b = 0; b < kFrameLanes; ++b) {
+        const double tr = vr[b];
+        const double ti = vi[b];
+        vr[b] = ur[b] - tr;
+        vi[b] = ui[b] - ti;
+        ur[b] += tr;
+        ui[b] += ti;
+    }
+}
+
+inline void lanes_butterfly_mi(double * FUNASR_RESTRICT ur, double * FUNASR_RESTRICT ui, double * FUNASR_RESTRICT vr,
+                               double * FUNASR_RESTRICT vi) {
+    for (int b = 0; b < kFrameLanes; ++b) {
+        const double tr = vi[b];   // v * -i = (vi, -vr)
+        const double ti = -vr[b];
         vr[b] = ur[b] - tr;
         vi[b] = ui[b] - ti;
         ur[b] += tr;
@@ -65,15 +97,15 @@ inline void lanes_butterfly(float * FUNASR_RESTRICT ur, float * FUNASR_RESTRICT 
 
 // real-FFT split step and power: X[k] = E[k] + W^k O[k] with E = (Z[k] + conj Z[-k]) / 2,
 // O = (Z[k] - conj Z[-k]) / 2i (ar/ai = Z[k], cr/ci = Z[-k]; they may be the same, read only)
-inline void lanes_split_power(float * FUNASR_RESTRICT pk, const float * ar, const float * ai, const float * cr,
-                              const float * ci, float wr, float wi) {
+inline void lanes_split_power(double * FUNASR_RESTRICT pk, const double * ar, const double * ai, const double * cr,
+                              const double * ci, double wr, double wi) {
     for (int b = 0; b < kFrameLanes; ++b) {
-        const float er  = 0.5f * (ar[b] + cr[b]);
-        const float ei  = 0.5f * (ai[b] - ci[b]);
-        const float or_ = 0.5f * (ai[b] + ci[b]);
-        const float oi  = -0.5f * (ar[b] - cr[b]);
-        const float xr  = er + wr * or_ - wi * oi;
-        const float xi  = ei + wr * oi + wi * or_;
+        const double er  = 0.5 * (ar[b] + cr[b]);
+        const double ei  = 0.5 * (ai[b] - ci[b]);
+        const double or_ = 0.5 * (ai[b] + ci[b]);
+        const double oi  = -0.5 * (ar[b] - cr[b]);
+        const double xr  = er + wr * or_ - wi * oi;
+        const double xi  = ei + wr * oi + wi * or_;
         pk[b] = xr * xr + xi * xi;
     }
 }
@@ -81,11 +113,12 @@ inline void lanes_split_power(float * FUNASR_RESTRICT pk, const float * ar, cons
 // log(max(x, FLT_EPSILON)) on all lanes: x = 2^e * m with m in [sqrt(1/2), sqrt(2)),
 // log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172: series to s^11 (error < 1e-9,
 // far below float rounding). Branch-free and vectorized, unlike calls to logf.
-inline void lanes_log_floor(float * FUNASR_RESTRICT y, const float * FUNASR_RESTRICT x) {
+inline void lanes_log_floor(float * FUNASR_RESTRICT y, const double * FUNASR_RESTRICT x) {
     uint32_t bits[kFrameLanes];
     float    v[kFrameLanes];
     for (int b = 0; b < kFrameLanes; ++b) {
-        v[b] = x[b] > FLT_EPSILON ? x[b] : FLT_EPSILON;  // also maps NaN to the floor
+        const float e = (float) x[b];
+        v[b] = e > FLT_EPSILON ? e : FLT_EPSILON;  // also maps NaN to the floor
     }
     std::memcpy(bits, v, sizeof(bits));
     int32_t e[kFrameLanes];
@@ -106,7 +139,7 @@ inline void lanes_log_floor(float * FUNASR_RESTRICT y, const float * FUNASR_REST
     }
 }
 
-inline void lanes_axpy(float * FUNASR_RESTRICT acc, const float * FUNASR_RESTRICT x, float a) {
+inline void lanes_axpy(double * FUNASR_RESTRICT acc, const double * FUNASR_RESTRICT x, double a) {
     for (int b = 0; b < kFrameLanes; ++b) {
         acc[b] += a * x[b];
     }
@@ -124,16 +157,16 @@ struct funasr_frontend::tables {
 
     std::vector<float> window;     // [frame_length] symmetric hamming
     std::vector<int>   bitrev;     // [n_half] bit reversal of the complex FFT index
-    std::vector<float> tw_re;      // [n_half / 2] exp(-2 pi i k / n_half)
-    std::vector<float> tw_im;
-    std::vector<float> split_re;   // [n_bins] exp(-2 pi i k / n_fft), real-FFT split step
-    std::vector<float> split_im;
+    std::vector<double> tw_re;     // [n_half / 2] exp(-2 pi i k / n_half)
+    std::vector<double> tw_im;
+    std::vector<double> split_re;  // [n_bins] exp(-2 pi i k / n_fft), real-FFT split step
+    std::vector<double> split_im;
 
     // sparse Kaldi mel bank: filter m covers bins [mel_begin[m], mel_begin[m] + mel_len[m])
     std::vector<int>   mel_begin;
     std::vector<int>   mel_len;
     std::vector<int>   mel_offset; // into mel_weight
-    std::vector<float> mel_weight;
+    std::vector<double> mel_weight;
 
     // sample n of a frame -> position in the packed complex FFT input (bit-reversed):
     // n even -> real part, n odd -> imaginary part of element bitrev[n / 2]
@@ -145,9 +178,9 @@ namespace {
 // per-call scratch for one batch of kFrameLanes frames (SoA: index * kFrameLanes + lane)
 struct batch_scratch {
     std::vector<float> x;    // [frame_length * L] framed samples
-    std::vector<float> re;   // [n_half * L]
-    std::vector<float> im;   // [n_half * L]
-    std::vector<float> pw;   // [n_bins * L] power spectrum
+    std::vector<double> re;  // [n_half * L]
+    std::vector<double> im;  // [n_half * L]
+    std::vector<double> pw;  // [n_bins * L] power spectrum
 };
 
 }  // namespace
@@ -191,15 +224,15 @@ funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params
     t->tw_im.resize(t->n_half / 2);
     for (int k = 0; k < t->n_half / 2; ++k) {
         const double ang = -2.0 * kPi * k / t->n_half;
-        t->tw_re[k] = (float) std::cos(ang);
-        t->tw_im[k] = (float) std::sin(ang);
+        t->tw_re[k] = std::cos(ang);
+        t->tw_im[k] = std::sin(ang);
     }
     t->split_re.resize(t->n_bins);
     t->split_im.resize(t->n_bins);
     for (int k = 0; k < t->n_bins; ++k) {
         const double ang = -2.0 * kPi * k / t->n_fft;
-        t->split_re[k] = (float) std::cos(ang);
-        t->split_im[k] = (float) std::sin(ang);
+        t->split_re[k] = std::cos(ang);
+        t->split_im[k] = std::sin(ang);
     }
     t->sample_pos.resize(p.frame_length);
     for (int n = 0; n < p.frame_length; ++n) {
@@ -226,7 +259,7 @@ funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params
         const double center = mel_low + (m + 1) * mel_delta;
         const double right  = mel_low + (m + 2) * mel_delta;
         int first = -1, last = -1;
-        std::vector<float> w;
+        std::vector<double> w;
         for (int k = 0; k < t->n_bins; ++k) {
             const double mel = kaldi_mel(bin_width * k);
             if (mel > left && mel < right) {
@@ -235,7 +268,7 @@ funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params
                     first = k;
                 }
                 last = k;
-                w.push_back((float) weight);
+                w.push_back(weight);
             }
         }
         if (first < 0) {
@@ -305,22 +338,27 @@ void funasr_frontend::compute(const float * samples, size_t n_samples, std::vect
 
         // framed, scaled samples (unused lanes are zero)
         float * x = s.x.data();
-        for (int b = 0; b < L; ++b) {
-            if (b < nl) {
+        if (nl == L) {
+            const float * src = samples + (size_t) f0 * p.frame_shift;
+            const size_t  hop = (size_t) p.frame_shift;
+            for (int n = 0; n < flen; ++n) {
+                float * xn = x + (size_t) n * L;
+                for (int b = 0; b < L; ++b) {
+                    xn[b] = src[b * hop + n] * scale;
+                }
+            }
+        } else {
+            for (int b = 0; b < L; ++b) {
                 const float * src = samples + (size_t) (f0 + b) * p.frame_shift;
                 for (int n = 0; n < flen; ++n) {
-                    x[n * L + b] = src[n] * scale;
-                }
-            } else {
-                for (int n = 0; n < flen; ++n) {
-                    x[n * L + b] = 0.0f;
+                    x[n * L + b] = b < nl ? src[n] * scale : 0.0f;
                 }
             }
         }
 
-        // DC removal (mean accumulated in double)
+        // DC removal
         {
-            double sum[L] = {};
+            float sum[L] = {};
             for (int n = 0; n < flen; ++n) {
                 for (int b = 0; b < L; ++b) {
                     sum[b] += x[n * L + b];
@@ -328,7 +366,7 @@ void funasr_frontend::compute(const float * samples, size_t n_samples, std::vect
             }
             float mean[L];
             for (int b = 0; b < L; ++b) {
-                mean[b] = (float) (sum[b] / flen);
+                mean[b] = sum[b] / (float) flen;
             }
             for (int n = 0; n < flen; ++n) {
                 for (int b = 0; b < L; ++b) {
@@ -339,25 +377,40 @@ void funasr_frontend::compute(const float * samples, size_t n_samples, std::vect
 
         // pre-emphasis (from the end, as Kaldi), window, scatter into the bit-reversed
         // packed complex input: z[m] = y[2m] + i y[2m + 1]
-        std::fill(s.re.begin(), s.re.end(), 0.0f);
-        std::fill(s.im.begin(), s.im.end(), 0.0f);
+        std::fill(s.re.begin(), s.re.end(), 0.0);
+        std::fill(s.im.begin(), s.im.end(), 0.0);
         for (int n = flen - 1; n >= 0; --n) {
             const float w = win[n];
-            float * dst = ((n & 1) ? s.im.data() : s.re.data()) + (size_t) t.sample_pos[n] * L;
+            double * dst = ((n & 1) ? s.im.data() : s.re.data()) + (size_t) t.sample_pos[n] * L;
             const float * xn = x + (size_t) n * L;
             const float * xp = n > 0 ? x + (size_t) (n - 1) * L : xn;
             lanes_preemph_window(dst, xn, xp, preemph, w);
         }
 
         // radix-2 decimation-in-time complex FFT of size nh, all lanes at once
-        float * re = s.re.data();
-        float * im = s.im.data();
-        for (int len = 2, tw_step = nh / 2; len <= nh; len <<= 1, tw_step >>= 1) {
+        double * re = s.re.data();
+        double * im = s.im.data();
+        int len0 = 2;
+        if (nh >= 4) {
+            // stages 1 and 2 (twiddles 1 and -i)
+            for (int blk = 0; blk < nh; blk += 2) {
+                lanes_butterfly_1(re + (size_t) blk * L, im + (size_t) blk * L, re + (size_t) (blk + 1) * L,
+                                  im + (size_t) (blk + 1) * L);
+            }
+            for (int blk = 0; blk < nh; blk += 4) {
+                lanes_butterfly_1(re + (size_t) blk * L, im + (size_t) blk * L, re + (size_t) (blk + 2) * L,
+                                  im + (size_t) (blk + 2) * L);
+                lanes_butterfly_mi(re + (size_t) (blk + 1) * L, im + (size_t) (blk + 1) * L,
+                                   re + (size_t) (blk + 3) * L, im + (size_t) (blk + 3) * L);
+            }
+            len0 = 8;
+        }
+        for (int len = len0, tw_step = nh / len0; len <= nh; len <<= 1, tw_step >>= 1) {
             const int half = len >> 1;
             for (int blk = 0; blk < nh; blk += len) {
                 for (int j = 0; j < half; ++j) {
-                    const float wr = t.tw_re[j * tw_step];
-                    const float wi = t.tw_im[j * tw_step];
+                    const double wr = t.tw_re[j * tw_step];
+                    const double wi = t.tw_im[j * tw_step];
                     lanes_butterfly(re + (size_t) (blk + j) * L, im + (size_t) (blk + j) * L,
                                     re + (size_t) (blk + j + half) * L, im + (size_t) (blk + j + half) * L, wr, wi);
                 }
@@ -365,7 +418,7 @@ void funasr_frontend::compute(const float * samples, size_t n_samples, std::vect
         }
 
         // split step and power |X[k]|^2 for k = 0 .. n_fft/2 - 1
-        float * pw = s.pw.data();
+        double * pw = s.pw.data();
         for (int k = 0; k < nb; ++k) {
             const int kc = (nh - k) & (nh - 1);
             lanes_split_power(pw + (size_t) k * L, re + (size_t) k * L, im + (size_t) k * L, re + (size_t) kc * L,
@@ -374,9 +427,9 @@ void funasr_frontend::compute(const float * samples, size_t n_samples, std::vect
 
         // mel energies, log
         for (int m = 0; m < n_mels; ++m) {
-            float acc[L] = {};
-            const float * w  = t.mel_weight.data() + t.mel_offset[m];
-            const float * pm = pw + (size_t) t.mel_begin[m] * L;
+            double acc[L] = {};
+            const double * w  = t.mel_weight.data() + t.mel_offset[m];
+            const double * pm = pw + (size_t) t.mel_begin[m] * L;
             for (int k = 0; k < t.mel_len[m]; ++k) {
                 lanes_axpy(acc, pm + (size_t) k * L, w[k]);
             }
@@ -453,8 +506,6 @@ void mtmd_audio_preprocessor_funasr::initialize() {
 // transposed in blocks of n_mels). Audio shorter than one frame yields no chunk
 // (zero audio tokens) and success.
 // Not in funasr.h (yet): also used by the Python binding (csrc/py_audio.cpp).
-bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
-                                size_t n_samples, std::vector<mtmd_audio_mel> & output);
 bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
                                 size_t n_samples, std::vector<mtmd_audio_mel> & output) {
     if (n_samples > 0 && samples == nullptr) {

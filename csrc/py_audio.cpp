@@ -11,17 +11,17 @@
 
 namespace py = pybind11;
 
-// csrc/funasr_audio.cpp: the chunking of mtmd_audio_preprocessor_funasr::preprocess
-bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
-                                size_t n_samples, std::vector<mtmd_audio_mel> & output);
-
 namespace {
 
 using f32_array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // 1-D float waveform (float32, or float64 cast to float32); integer PCM is refused
 // because it would need a different scale than [-1, 1] floats
-f32_array as_waveform(const py::array & a, const char * what) {
+f32_array as_waveform(const py::object & o, const char * what) {
+    const py::array a = py::array::ensure(o);
+    if (!a) {
+        throw py::type_error(std::string(what) + " must be a 1-D float array");
+    }
     if (a.ndim() != 1) {
         throw py::value_error(std::string(what) + " must be a 1-D array, got " + std::to_string(a.ndim()) +
                               " dimensions");
@@ -46,7 +46,7 @@ const funasr_frontend & default_frontend() {
     return fe;
 }
 
-py::array_t<float> funasr_features(const py::array & samples_in, const py::object & cmvn_shift,
+py::array_t<float> funasr_features(const py::object & samples_in, const py::object & cmvn_shift,
                                    const py::object & cmvn_scale) {
     const f32_array samples = as_waveform(samples_in, "samples");
     if (cmvn_shift.is_none() != cmvn_scale.is_none()) {
@@ -75,7 +75,7 @@ py::array_t<float> funasr_features(const py::array & samples_in, const py::objec
     return out;
 }
 
-py::list funasr_mtmd_chunks(const py::array & samples_in, int chunk_seconds) {
+py::list funasr_mtmd_chunks(const py::object & samples_in, int chunk_seconds) {
     const f32_array samples = as_waveform(samples_in, "samples");
 
     // the mmproj hparams of Fun-ASR-Nano, as funasr_load_hparams sets them

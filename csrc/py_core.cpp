@@ -8,6 +8,7 @@
 #include "ggml-backend.h"
 #include "ggml.h"
 #include "llama.h"
+#include "mtmd-helper.h"
 #include "mtmd.h"
 
 #include <algorithm>
@@ -121,6 +122,7 @@ void init(const std::string & lib_dir) {
     (void) lib_dir;
 #endif
     llama_log_set(log_callback, nullptr);
+    mtmd_helper_log_set(log_callback, nullptr);  // mtmd and clip log on their own
     llama_backend_init();
 }
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.checkpoint import write_checkpoint
+from fixtures.checkpoint import soften_attention, write_checkpoint
 from funasr_cpp.converters import convert
 from funasr_cpp.llm import LlamaModel
 
@@ -35,11 +35,7 @@ def release(tmp_path_factory):
     the converter. f32 parity is checked on both."""
     folder = tmp_path_factory.mktemp("llm") / "nano"
     write_checkpoint(folder, seed=11)
-    sd = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    for k, v in sd.items():
-        if k.endswith(("q_norm.weight", "k_norm.weight")):
-            sd[k] = (v.float() / 3).to(v.dtype)
-    torch.save(sd, folder / "model.pt")
+    soften_attention(folder)
     return folder
 
 
