@@ -16,7 +16,7 @@ from .release import open_release
 from .torch_zip import CheckpointError
 
 LLM_TYPES = ("f32", "f16", "bf16", "q8_0")
-MMPROJ_TYPES = ("f32", "f16", "q8_0")
+MMPROJ_TYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 def output_paths(name: str, outdir: Path, llm_type: str, mmproj_type: str) -> tuple[Path, Path]:

@@ -37,7 +37,7 @@ def model(request, tmp_path_factory):
     net = AutoModel(model=str(folder), device="cpu", hub="ms", disable_update=True, disable_pbar=True).model
     net.eval()
     mmproj = {}
-    for kind in ("f32", "f16", "q8_0"):
+    for kind in ("f32", "f16", "bf16", "q8_0"):
         mmproj[kind] = convert(folder, tmp_path_factory.mktemp(f"{request.param}-{kind}"),
                                llm_type="f32", mmproj_type=kind, progress=False)[1]
     return net, mmproj
@@ -81,7 +81,7 @@ def test_f32_encoder_matches_funasr(model, flash_attn):
     assert worst <= (1e-4 if flash_attn == "off" else 2e-3), worst
 
 
-@pytest.mark.parametrize("kind,min_cos", [("f16", 0.9999), ("q8_0", 0.999)])
+@pytest.mark.parametrize("kind,min_cos", [("f16", 0.9999), ("bf16", 0.999), ("q8_0", 0.999)])
 @pytest.mark.parametrize("flash_attn", ["off", "on"])
 def test_quantized_encoder_cosine(model, kind, min_cos, flash_attn):
     net, mmproj = model
