@@ -124,3 +124,28 @@ def test_mtmd_cli_text_equals_funasr(setup, upstream, name):
     # the CLI ends its output with a newline when it meets <|im_end|>: compare up to trailing space
     assert ours.rstrip() == upstream[name].rstrip()
     assert len(upstream[name]) > 0
+
+
+def test_long_audio_is_chunked_not_crashed(setup, tmp_path):
+    """70 s: three 30 s-or-shorter chunks back to back in one prompt; a sub-frame tail is fine."""
+    _, llm, mmproj, _ = setup
+    rng = np.random.default_rng(1)
+    wav = write_wav16k(tmp_path / "long.wav", (0.05 * rng.standard_normal(16000 * 70 + 123)).astype(np.float32))
+    env = dict(os.environ, PATH=sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", ""))
+    out = subprocess.run([shutil.which("llama-mtmd-cli", path=env["PATH"]), "-m", str(llm), "--mmproj", str(mmproj),
+                          "--audio", str(wav), "-p", "语音转写：<__media__>", "--jinja", "--temp", "0", "-n", "8",
+                          "-c", "4096", "-t", "2", "--no-warmup"], capture_output=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # text, 30 s, 30 s, 10 s, text: the three audio chunks are encoded one by one
+    assert out.stderr.count(b"encoding mtmd batch") == 3 and b"done = 3, total = 5" in out.stderr, out.stderr[-2000:]
+
+
+def test_audio_shorter_than_one_frame(setup, tmp_path):
+    """< 25 ms of audio gives no audio rows, and the CLI still answers."""
+    _, llm, mmproj, _ = setup
+    wav = write_wav16k(tmp_path / "tiny.wav", np.zeros(300, np.float32))
+    env = dict(os.environ, PATH=sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", ""))
+    out = subprocess.run([shutil.which("llama-mtmd-cli", path=env["PATH"]), "-m", str(llm), "--mmproj", str(mmproj),
+                          "--audio", str(wav), "-p", "语音转写：<__media__>", "--jinja", "--temp", "0", "-n", "4",
+                          "-c", "4096", "-t", "2", "--no-warmup"], capture_output=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
