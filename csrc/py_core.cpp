@@ -56,7 +56,8 @@ void log_callback(ggml_log_level level, const char * text, void *) {
 // Collects llama.cpp error messages for the duration of one native call.
 struct error_capture {
     error_capture() { t_errors.clear(); t_in_error = false; }
-    std::string text() const {
+    std::string text() const { return text_now(); }
+    static std::string text_now() {
         std::string s = t_errors;
         while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
         return s;
@@ -570,8 +571,18 @@ void quantize(const py::object & src_obj, const py::object & dst_obj, const std:
 
 }  // namespace
 
+// Shared with the other binding files (csrc/py_asr.cpp).
+namespace funasr_py {
+void check_gguf_file(const std::string & path) { ::check_gguf_file(path); }
+std::string fspath(const py::handle & obj) { return ::fspath(obj); }
+int32_t thread_count(int n_threads) { return ::thread_count(n_threads); }
+void errors_begin() { error_capture cap; }                 // clears this thread's captured errors
+std::string errors_text() { return error_capture::text_now(); }
+}  // namespace funasr_py
+
 void register_audio_bindings(py::module_ & m);    // csrc/py_audio.cpp
 void register_encoder_bindings(py::module_ & m);  // csrc/py_encoder.cpp
+void register_asr_bindings(py::module_ & m);      // csrc/py_asr.cpp
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "funasr-cpp native core (llama.cpp + mtmd)";
@@ -637,4 +648,5 @@ PYBIND11_MODULE(_core, m) {
           "file in its directory and replaced only on success.");
     register_audio_bindings(m);
     register_encoder_bindings(m);
+    register_asr_bindings(m);
 }

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fixtures.checkpoint import soften_attention, write_checkpoint
+from fixtures.upstream import load_automodel, no_dither
 from funasr_cpp.converters import convert
 
 # Generated tokens per run (upstream max_length, CLI -n). Random weights never say <|im_end|>;
@@ -64,29 +65,14 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def upstream(setup):
-    import funasr.models.fun_asr_nano.model  # noqa: F401
-    from funasr import AutoModel
-    from funasr.frontends.wav_frontend import WavFrontend
-
-    # WavFrontend defaults to dither=1.0 (random noise at int16 scale, config.yaml does not set
-    # it); like the official C++ runtime we run without dither, so compare against dither 0
-    forward = WavFrontend.forward
-
-    def forward_without_dither(self, *args, **kwargs):
-        self.dither = 0.0
-        return forward(self, *args, **kwargs)
-
-    WavFrontend.forward = forward_without_dither
     folder, _, _, wavs = setup
-    model = AutoModel(model=str(folder), device="cpu", hub="ms", disable_update=True, disable_pbar=True)
-    # upstream's first generate() writes the audio rows into a still-bf16 embedding tensor
-    # (fun-asr-nano.md §7.5); from the second call on it runs in fp32, which we reproduce
-    model.generate(input=[str(wavs["tone"])], cache={}, batch_size=1, max_length=MAX_TOKENS)
-    try:
+    with no_dither():
+        model = load_automodel(folder)
+        # upstream's first generate() writes the audio rows into a still-bf16 embedding tensor
+        # (fun-asr-nano.md §7.5); from the second call on it runs in fp32, which we reproduce
+        model.generate(input=[str(wavs["tone"])], cache={}, batch_size=1, max_length=4)
         return {name: model.generate(input=[str(w)], cache={}, batch_size=1, max_length=MAX_TOKENS)[0]["text"]
                 for name, w in wavs.items()}
-    finally:
-        WavFrontend.forward = forward
 
 
 def special_tokens(folder: Path) -> list[str]:
@@ -99,7 +85,8 @@ def mtmd_cli(llm: Path, mmproj: Path, wav: Path, extra=()) -> bytes:
     exe = shutil.which("llama-mtmd-cli", path=env["PATH"])
     cmd = [exe, "-m", str(llm), "--mmproj", str(mmproj), "--audio", str(wav), "-p", "语音转写：<__media__>",
            "--jinja", "--temp", "0", "-n", str(MAX_TOKENS), "-c", "4096", "-t", "2", "-fa", "off", "--no-warmup",
-           "-ctk", "f32", "-ctv", "f32", *extra]  # f32 KV cache: upstream runs the LLM in fp32
+           "-ctk", "f32", "-ctv", "f32",  # f32 KV cache: upstream runs the LLM in fp32
+           "-np", "1", *extra]  # an explicit single sequence: greedy output is then reproducible
     out = subprocess.run(cmd, capture_output=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     # stdout: a newline once the prompt is evaluated, then the generated pieces (raw bytes:

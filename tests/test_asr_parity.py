@@ -1,0 +1,194 @@
+"""_core.AsrModel + funasr_cpp.prompt: token-exact parity with upstream funasr AutoModel.generate
+(greedy, fp32, dither 0) on the tiny random checkpoint, for every prompt option."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from fixtures.checkpoint import soften_attention, write_checkpoint
+from fixtures.upstream import load_automodel, no_dither
+from funasr_cpp import _core
+from funasr_cpp.converters import convert
+from funasr_cpp.prompt import MEDIA_MARKER, build_prompt, postprocess
+from test_mtmd_cli import MAX_TOKENS, SPEECH, espeak, write_wav16k
+
+HOTWORDS = ["通义", "Fun-ASR"]
+# name -> the keyword arguments of both upstream generate() and build_prompt()
+OPTIONS = {
+    "default": {},
+    "language": {"language": "中文"},
+    "no-itn": {"itn": False},
+    "hotwords": {"hotwords": HOTWORDS},
+    "all": {"language": "中文", "itn": False, "hotwords": HOTWORDS},
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("asr")
+    folder = tmp / "nano"
+    write_checkpoint(folder, seed=0, ctc=False)
+    soften_attention(folder)  # long greedy runs stay clear of near-tied logits
+    llm, mmproj = convert(folder, tmp / "gguf", llm_type="f32", mmproj_type="f32", progress=False)
+    audios = {"speech-zh": espeak(SPEECH["zh"], "cmn", tmp), "speech-en": espeak(SPEECH["en"], "en", tmp)}
+    wavs = {name: write_wav16k(tmp / f"{name}.wav", x) for name, x in audios.items()}
+    # what upstream reads back from the 16-bit wav files
+    samples = {name: np.clip(np.round(x * 32767), -32768, 32767).astype(np.float32) / 32768 for name, x in audios.items()}
+    return {"tmp": tmp, "folder": folder, "llm": llm, "mmproj": mmproj, "wavs": wavs, "samples": samples}
+
+
+@pytest.fixture(scope="module")
+def asr(setup):
+    # one thread: the 2-core CI machine also runs torch; ggml spin barriers crawl when oversubscribed
+    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1, kv_type="f32", flash_attn="off") as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def upstream(setup):
+    """{(audio, option): {"ids", "text", "prompt", "prompt_ids"}} from funasr AutoModel.generate."""
+    with no_dither():
+        model = load_automodel(setup["folder"])
+        cap: dict = {}
+        llm_generate = model.model.llm.generate
+
+        def capture_generate(*args, **kwargs):
+            out = llm_generate(*args, **kwargs)
+            cap["ids"] = out[0].tolist()
+            return out
+
+        model.model.llm.generate = capture_generate
+        # the strings upstream tokenizes (data_load_speech gets its own tokenizer object)
+        load = type(model.model).data_load_speech
+
+        def capture_load(self, contents, tokenizer, *args, **kwargs):
+            encode = tokenizer.encode
+
+            def capture_encode(text, *a, **k):
+                ids = encode(text, *a, **k)
+                cap.setdefault("encoded", []).append((text, list(ids)))
+                return ids
+
+            tokenizer.encode = capture_encode
+            try:
+                return load(self, contents, tokenizer, *args, **kwargs)
+            finally:
+                del tokenizer.encode
+
+        model.model.data_load_speech = capture_load.__get__(model.model)
+        # the first call runs with a still-bf16 prompt embedding (fun-asr-nano.md §7.5): warm up
+        model.generate(input=[str(setup["wavs"]["speech-en"])], cache={}, batch_size=1, max_length=4)
+        results = {}
+        for name, wav in setup["wavs"].items():
+            for option, kwargs in OPTIONS.items():
+                cap.clear()
+                res = model.generate(input=[str(wav)], cache={}, batch_size=1, max_length=MAX_TOKENS, **kwargs)
+                # prefix, suffix (then the assistant placeholder "null" as the training target)
+                (prefix, prefix_ids), (suffix, suffix_ids) = cap["encoded"][:2]
+                results[name, option] = {"ids": cap["ids"], "text": res[0]["text"],
+                                         "prompt": prefix + MEDIA_MARKER + suffix,
+                                         "prompt_ids": (prefix_ids, suffix_ids)}
+        return results
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_prompt_equals_upstream(upstream, asr, option):
+    up = upstream["speech-zh", option]
+    ours = build_prompt(**OPTIONS[option])
+    assert ours == up["prompt"]
+    # and the separately tokenized text around the marker gives upstream's ids
+    prefix, suffix = ours.split(MEDIA_MARKER)
+    assert (asr.tokenize(prefix), asr.tokenize(suffix)) == tuple(up["prompt_ids"])
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("name", ["speech-zh", "speech-en"])
+def test_tokens_and_text_equal_upstream(setup, upstream, asr, name, option):
+    up = upstream[name, option]
+    res = asr.generate(setup["samples"][name], build_prompt(**OPTIONS[option]), max_new_tokens=MAX_TOKENS)
+    up_ids = list(up["ids"])
+    while up_ids and asr.is_eog(up_ids[-1]):  # HF keeps the final <|im_end|>, we do not
+        up_ids.pop()
+    ours = res["tokens"]
+    if ours != up_ids:
+        i = next((k for k, (a, b) in enumerate(zip(ours, up_ids)) if a != b), min(len(ours), len(up_ids)))
+        pytest.fail(f"first difference at generated token {i}: ours "
+                    f"{ours[i] if i < len(ours) else 'end'} vs upstream {up_ids[i] if i < len(up_ids) else 'end'} "
+                    f"(lengths {len(ours)} / {len(up_ids)})")
+    assert postprocess(asr.detokenize(ours)) == up["text"]
+    assert len(up["text"]) > 0
+    assert 0 < res["n_audio_tokens"] < res["n_prompt_tokens"]
+    assert all(res[k] >= 0 for k in ("encode_ms", "prefill_ms", "decode_ms"))
+
+
+def test_iso_codes_give_the_same_prompt():
+    assert build_prompt(language="zh") == build_prompt(language="中文")
+    assert build_prompt(language="EN") == build_prompt(language="英文")
+    assert build_prompt(language="tl") == build_prompt(language="fil") == build_prompt(language="菲律宾语")
+    assert "语音转写成日文：" in build_prompt(language="ja")
+    assert build_prompt().count(MEDIA_MARKER) == 1
+
+
+def test_bad_prompt_options():
+    with pytest.raises(TypeError, match="list"):
+        build_prompt(hotwords="abc")
+    with pytest.raises(TypeError):
+        build_prompt(hotwords=["ok", 3])
+    with pytest.raises(ValueError, match="klingon.*中文.*zh"):
+        build_prompt(language="klingon")
+    # an empty list is no hotwords at all
+    assert build_prompt(hotwords=[]) == build_prompt() == build_prompt(hotwords=None)
+
+
+def test_postprocess():
+    assert postprocess("a/silb  \n c\t") == "a b c "
+    assert postprocess("") == ""
+
+
+def test_mismatched_llm_and_mmproj(setup):
+    other = setup["tmp"] / "nano192"
+    write_checkpoint(other, seed=1, ctc=False, dims={"llm_hidden": 192})
+    _, mmproj192 = convert(other, setup["tmp"] / "gguf192", llm_type="f32", mmproj_type="f32", progress=False)
+    with pytest.raises(ValueError, match=r"embedding width does not match.*192.*128"):
+        _core.AsrModel(setup["llm"], mmproj192, n_threads=1)
+
+
+def test_missing_and_invalid_files(setup, tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope.gguf"))):
+        _core.AsrModel(tmp_path / "nope.gguf", setup["mmproj"])
+    with pytest.raises(FileNotFoundError, match="nope-mmproj"):
+        _core.AsrModel(setup["llm"], tmp_path / "nope-mmproj.gguf")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf file")
+    with pytest.raises(ValueError, match="junk.gguf"):
+        _core.AsrModel(setup["llm"], junk)
+
+
+def test_audio_shorter_than_one_frame(asr):
+    for n in (0, 1, 300, 399):  # < 25 ms: no audio rows, still an answer
+        res = asr.generate(np.zeros(n, np.float32), build_prompt(), max_new_tokens=4)
+        assert res["n_audio_tokens"] == 0 and res["n_prompt_tokens"] > 0
+        assert len(res["tokens"]) <= 4
+
+
+def test_bad_generate_inputs(asr):
+    x = np.zeros(1600, np.float32)
+    with pytest.raises(ValueError, match="exactly once"):
+        asr.generate(x, "no marker")
+    with pytest.raises(ValueError, match="exactly once"):
+        asr.generate(x, MEDIA_MARKER * 2 + "x")
+    with pytest.raises(ValueError, match="1-D"):
+        asr.generate(np.zeros((2, 800), np.float32), build_prompt())
+    with pytest.raises(TypeError, match="floating"):
+        asr.generate(np.zeros(800, np.int16), build_prompt())
+
+
+def test_close(setup):
+    m = _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1)
+    m.close()
+    m.close()
+    assert m.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        m.generate(np.zeros(1600, np.float32), build_prompt())
