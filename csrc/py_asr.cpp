@@ -22,15 +22,10 @@
 #include <string>
 #include <vector>
 
+#include "py_common.h"
+
 namespace py = pybind11;
 
-namespace funasr_py {  // csrc/py_core.cpp
-void check_gguf_file(const std::string & path);
-std::string fspath(const py::handle & obj);
-int32_t thread_count(int n_threads);
-void errors_begin();
-std::string errors_text();
-}  // namespace funasr_py
 
 namespace {
 
@@ -80,17 +75,8 @@ public:
         if (n_ctx < 0) raise(PyExc_ValueError, "n_ctx must be >= 0 (0 = the model's training context), got " + std::to_string(n_ctx));
         if (n_batch < 1) raise(PyExc_ValueError, "n_batch must be >= 1, got " + std::to_string(n_batch));
         const int32_t threads = funasr_py::thread_count(n_threads);
-        llama_flash_attn_type fa;
-        if (flash_attn == "auto") fa = LLAMA_FLASH_ATTN_TYPE_AUTO;
-        else if (flash_attn == "on") fa = LLAMA_FLASH_ATTN_TYPE_ENABLED;
-        else if (flash_attn == "off") fa = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-        else raise(PyExc_ValueError, "flash_attn must be 'auto', 'on' or 'off', got '" + flash_attn + "'");
-        ggml_type kv;
-        if (kv_type == "f16") kv = GGML_TYPE_F16;
-        else if (kv_type == "f32") kv = GGML_TYPE_F32;
-        else if (kv_type == "bf16") kv = GGML_TYPE_BF16;
-        else if (kv_type == "q8_0") kv = GGML_TYPE_Q8_0;
-        else raise(PyExc_ValueError, "kv_type must be 'f16', 'f32', 'bf16' or 'q8_0', got '" + kv_type + "'");
+        const llama_flash_attn_type fa = funasr_py::parse_flash_attn(flash_attn);
+        const ggml_type kv = funasr_py::parse_kv_type(kv_type);
 
         enum { OK, NO_MODEL, MISMATCH, NO_MTMD, NO_AUDIO, NO_CTX } failure = OK;
         std::string errors;

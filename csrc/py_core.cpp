@@ -9,6 +9,7 @@
 #include "ggml.h"
 #include "llama.h"
 #include "mtmd-helper.h"
+#include "py_common.h"
 #include "mtmd.h"
 
 #include <algorithm>
@@ -97,6 +98,21 @@ void check_gguf_file(const std::string & path) {
     if (f.gcount() != 4 || std::string(magic, 4) != "GGUF") {
         raise(PyExc_ValueError, "not a GGUF file (no GGUF magic): " + path);
     }
+}
+
+llama_flash_attn_type parse_flash_attn(const std::string & value) {
+    if (value == "auto") return LLAMA_FLASH_ATTN_TYPE_AUTO;
+    if (value == "on") return LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    if (value == "off") return LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    raise(PyExc_ValueError, "flash_attn must be 'auto', 'on' or 'off', got '" + value + "'");
+}
+
+ggml_type parse_kv_type(const std::string & value) {
+    if (value == "f16") return GGML_TYPE_F16;
+    if (value == "f32") return GGML_TYPE_F32;
+    if (value == "bf16") return GGML_TYPE_BF16;
+    if (value == "q8_0") return GGML_TYPE_Q8_0;
+    raise(PyExc_ValueError, "kv_type must be 'f16', 'f32', 'bf16' or 'q8_0', got '" + value + "'");
 }
 
 std::string meta_str(const llama_model * model, const char * key) {
@@ -259,18 +275,9 @@ public:
         if (n_ctx < 0) raise(PyExc_ValueError, "n_ctx must be >= 0 (0 = the model's training context), got " + std::to_string(n_ctx));
         if (n_batch < 1) raise(PyExc_ValueError, "n_batch must be >= 1, got " + std::to_string(n_batch));
         const int32_t threads = thread_count(n_threads);
-        llama_flash_attn_type fa;
-        if (flash_attn == "auto") fa = LLAMA_FLASH_ATTN_TYPE_AUTO;
-        else if (flash_attn == "on") fa = LLAMA_FLASH_ATTN_TYPE_ENABLED;
-        else if (flash_attn == "off") fa = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-        else raise(PyExc_ValueError, "flash_attn must be 'auto', 'on' or 'off', got '" + flash_attn + "'");
+        const llama_flash_attn_type fa = parse_flash_attn(flash_attn);
         // KV cache element type: f16 (llama.cpp's default) halves its memory; f32 is exact
-        ggml_type kv;
-        if (kv_type == "f16") kv = GGML_TYPE_F16;
-        else if (kv_type == "f32") kv = GGML_TYPE_F32;
-        else if (kv_type == "bf16") kv = GGML_TYPE_BF16;
-        else if (kv_type == "q8_0") kv = GGML_TYPE_Q8_0;
-        else raise(PyExc_ValueError, "kv_type must be 'f16', 'f32', 'bf16' or 'q8_0', got '" + kv_type + "'");
+        const ggml_type kv = parse_kv_type(kv_type);
 
         std::string errors;
         bool ctx_failed = false;
@@ -573,6 +580,8 @@ void quantize(const py::object & src_obj, const py::object & dst_obj, const std:
 
 // Shared with the other binding files (csrc/py_asr.cpp).
 namespace funasr_py {
+llama_flash_attn_type parse_flash_attn(const std::string & value) { return ::parse_flash_attn(value); }
+ggml_type parse_kv_type(const std::string & value) { return ::parse_kv_type(value); }
 void check_gguf_file(const std::string & path) { ::check_gguf_file(path); }
 std::string fspath(const py::handle & obj) { return ::fspath(obj); }
 int32_t thread_count(int n_threads) { return ::thread_count(n_threads); }
