@@ -6,6 +6,7 @@ from pathlib import Path
 from . import _core
 from ._system import SystemInfo, model_info, system_info
 from .llm import quantize
+from .model import Model, Segment, Transcription, transcribe
 
 _core.init(str(Path(__file__).resolve().parent / "lib"))
 
@@ -19,5 +20,5 @@ def set_verbose(verbose: bool = True) -> None:
     _core.set_verbose(bool(verbose))
 
 
-__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "SystemInfo",
-           "model_info", "quantize", "set_verbose", "system_info"]
+__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "Segment", "SystemInfo", "Transcription",
+           "model_info", "quantize", "set_verbose", "system_info", "transcribe"]

@@ -47,6 +47,135 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = max(0, int(round(seconds * 1000)))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def format_srt(result) -> str:
+    blocks = []
+    for i, seg in enumerate((s for s in result.segments if s.text.strip()), 1):
+        blocks.append(f"{i}\n{_timestamp(seg.start, ',')} --> {_timestamp(seg.end, ',')}\n{seg.text.strip()}\n")
+    return "\n".join(blocks)
+
+
+def format_vtt(result) -> str:
+    blocks = ["WEBVTT\n"]
+    for seg in result.segments:
+        if seg.text.strip():
+            blocks.append(f"{_timestamp(seg.start, '.')} --> {_timestamp(seg.end, '.')}\n{seg.text.strip()}\n")
+    return "\n".join(blocks)
+
+
+def format_json(result, source: str) -> str:
+    import json
+
+    d = {"file": source, **result.to_dict()}
+    return json.dumps(d, ensure_ascii=False)
+
+
+class _Progress:
+    """A one-line `\\r` progress bar on stderr."""
+
+    def __init__(self, enabled: bool, width: int = 30):
+        self.enabled = enabled
+        self.width = width
+        self.label = ""
+        self.shown = False
+
+    def start(self, label: str) -> None:
+        self.label = label
+
+    def __call__(self, done: float, total: float) -> None:
+        if not self.enabled:
+            return
+        frac = min(1.0, done / total) if total > 0 else 1.0
+        fill = int(round(frac * self.width))
+        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (self.width - fill)}] "
+                         f"{done:7.1f}/{total:.1f} s {100 * frac:3.0f}%")
+        sys.stderr.flush()
+        self.shown = True
+
+    def end(self) -> None:
+        if self.enabled and self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        self.shown = False
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .model import TOKENS_PER_SECOND, Model
+
+    if args.llm or args.mmproj:
+        if not (args.llm and args.mmproj):
+            print("error: --llm and --mmproj go together", file=sys.stderr)
+            return 2
+        if args.model:
+            print("error: use either --model or --llm/--mmproj", file=sys.stderr)
+            return 2
+    hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()] if args.hotwords else None
+    options = dict(language=args.language, itn=not args.no_itn, hotwords=hotwords,
+                   max_new_tokens=args.max_new_tokens, segment=args.segment,
+                   max_segment_seconds=args.max_segment_seconds)
+    extra = dict(repetition_guard=not args.no_repetition_guard,
+                 max_tokens_per_second=None if args.no_repetition_guard else TOKENS_PER_SECOND)
+    load = dict(n_threads=args.threads, n_gpu_layers=0 if args.cpu else -1, use_gpu=not args.cpu,
+                flash_attn=args.flash_attn, kv_type=args.kv_type)
+    try:
+        from .model import _check_options
+
+        _check_options(**options)
+        if args.llm:
+            model = Model(args.llm, args.mmproj, **load)
+        else:
+            from .model import DEFAULT_MODEL
+
+            model = Model.from_pretrained(args.model or DEFAULT_MODEL, llm_type=args.llm_type, mmproj_type=args.mmproj_type,
+                                          hub=args.hub, **load)
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    outdir = Path(args.output_dir) if args.output_dir else None
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
+    bar = _Progress(args.progress or sys.stderr.isatty())
+    failed = 0
+    with model:
+        for path in args.files:
+            bar.start(Path(path).name)
+            try:
+                result = model.transcribe(path, progress=bar, **options, **extra)
+            except Exception as exc:  # one bad file must not stop the others
+                bar.end()
+                reason = str(exc) or type(exc).__name__
+                print(f"error: {path}: {reason}", file=sys.stderr)
+                failed += 1
+                continue
+            bar.end()
+            if args.format == "txt":
+                out = result.text.strip() + "\n"
+            elif args.format == "json":
+                out = format_json(result, path) + "\n"
+            elif args.format == "srt":
+                out = format_srt(result)
+            else:
+                out = format_vtt(result)
+            if outdir is None:
+                sys.stdout.write(out)
+                sys.stdout.flush()
+            else:
+                dst = outdir / f"{Path(path).stem}.{args.format}"
+                dst.write_text(out, encoding="utf-8")
+                if args.verbose:
+                    print(f"wrote {dst}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import funasr_cpp
 
@@ -71,6 +200,55 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("type", metavar="TYPE", help="one of: " + ", ".join(funasr_cpp.llm.QUANT_TYPES))
     quant.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: all cores)")
     quant.set_defaults(func=_cmd_quantize)
+    tr = sub.add_parser(
+        "transcribe", help="transcribe audio files (WAV/FLAC/OGG/MP3) to text, JSON, SRT or WebVTT",
+        description="Transcribe audio files with Fun-ASR-Nano. Long files are split into utterances of at most "
+                    "--max-segment-seconds (silence-aware by default), each decoded with its own prompt. Results go "
+                    "to stdout (txt: one line per file; json: one JSON object per line) or, with --output-dir, to "
+                    "DIR/<file stem>.<format>. A file that fails prints 'error: FILE: reason' on stderr and the "
+                    "others are still processed; the exit code is then 1.")
+    tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    src = tr.add_argument_group("model (one of)")
+    src.add_argument("--model", "-m", default=None, metavar="SRC",
+                     help="released checkpoint folder (converted once and cached), folder with an LLM GGUF + "
+                          "mmproj-*.gguf, or hub id (default: FunAudioLLM/Fun-ASR-Nano-2512)")
+    src.add_argument("--llm", metavar="X.gguf", help="LLM GGUF (with --mmproj)")
+    src.add_argument("--mmproj", metavar="Y.gguf", help="mmproj GGUF (with --llm)")
+    src.add_argument("--hub", choices=["huggingface", "modelscope"], default="huggingface",
+                     help="where --model hub ids are downloaded from (default huggingface)")
+    src.add_argument("--llm-type", default="q8_0", help="LLM type when converting a release (default q8_0)")
+    src.add_argument("--mmproj-type", default="f16", help="mmproj type when converting a release (default f16)")
+    dec = tr.add_argument_group("decoding")
+    dec.add_argument("--language", "-l", default=None,
+                     help="force a language: upstream name (中文, 英文, ...) or ISO code (zh, en, ja, ...); "
+                          "default: automatic")
+    dec.add_argument("--no-itn", action="store_true", help="ask for text without inverse text normalization")
+    dec.add_argument("--hotwords", default=None, metavar="A,B", help="comma-separated hotwords")
+    dec.add_argument("--max-new-tokens", type=int, default=512, metavar="N",
+                     help="generated-token limit per segment (default 512; also scaled to segment duration)")
+    dec.add_argument("--no-repetition-guard", action="store_true",
+                     help="turn off the runaway guard (token budget scaled to segment duration, cutting a "
+                          "repeated n-gram loop): only --max-new-tokens limits the output")
+    dec.add_argument("--segment", choices=["silence", "fixed"], default=None,
+                     help="how to split audio: silence-aware or fixed windows (default: split only audio longer "
+                          "than --max-segment-seconds, at silences)")
+    dec.add_argument("--max-segment-seconds", type=float, default=30.0, metavar="S",
+                     help="longest segment in seconds (default 30)")
+    out = tr.add_argument_group("output and runtime")
+    out.add_argument("--format", "-f", choices=["txt", "json", "srt", "vtt"], default="txt",
+                     help="output format (default txt)")
+    out.add_argument("--output-dir", "-o", default=None, metavar="DIR",
+                     help="write DIR/<stem>.<format> per file instead of printing")
+    out.add_argument("--threads", "-t", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    out.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
+    out.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
+                     help="flash attention in the LLM and the encoder (default auto)")
+    out.add_argument("--kv-type", choices=["f16", "f32", "bf16", "q8_0"], default="f16",
+                     help="KV cache type (default f16; f32 reproduces upstream's fp32 run most closely)")
+    out.add_argument("--progress", action="store_true",
+                     help="show the progress bar on stderr even when it is not a terminal")
+    out.add_argument("--verbose", "-v", action="store_true", help="say which files were written")
+    tr.set_defaults(func=_cmd_transcribe)
     return ap
 
 

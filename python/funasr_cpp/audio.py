@@ -1,0 +1,396 @@
+"""Audio input for Fun-ASR-Nano: decode, downmix, resample to 16 kHz, split long audio.
+
+The model takes mono float32 samples in [-1, 1] at 16 kHz (spec §2). ``load_audio`` turns a
+file, encoded bytes, a binary file object or a numpy array into exactly that; ``split_utterances``
+cuts long recordings into utterances of at most 30 s at quiet points, since Fun-ASR was trained
+per utterance (spec §10: upstream uses FSMN-VAD with 30 s segments).
+
+Decoding is done by ``soundfile`` (libsndfile: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...);
+resampling by ``soxr`` (high quality), else ``scipy.signal.resample_poly`` (imported only when
+needed).
+
+Memory: a file is decoded in blocks of ``_BLOCK_FRAMES`` frames straight into one float32 mono
+buffer at the file's sample rate (multi-channel blocks are averaged as they come), then resampled
+once. Peak memory is therefore about the mono signal at the source rate plus the 16 kHz result
+(4 bytes per sample each) plus one block, never the decoded multi-channel signal in full. 16 kHz
+mono input needs no resampling and costs only the one buffer (1 h = 230 MB).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Any, BinaryIO, List, Optional, Tuple, Union
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO, np.ndarray]
+
+# Frames decoded per block (1 M frames: 8 MB for float32 stereo).
+_BLOCK_FRAMES = 1 << 20
+# Arrays: [channels, samples] is recognised when the first axis has at most this many entries.
+_MAX_CHANNELS_FIRST = 8
+
+# split_utterances: analysis frames (Kaldi-like 25 ms / 10 ms at 16 kHz).
+_FRAME_SECONDS = 0.025
+_HOP_SECONDS = 0.010
+_LOUD_PERCENTILE = 95.0   # reference level: this percentile of the frame energies (dB)
+_SILENCE_DB = -40.0       # frames this far below the reference level count as silence
+_RELATIVE_DB = 6.0        # ... as do frames within this of the window's quietest frame
+_MIN_TAIL_SECONDS = 0.3   # a shorter final segment is merged into the previous one
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+def _is_pathlike(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike))
+
+
+def _source_label(source: Any) -> str:
+    if _is_pathlike(source):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    name = getattr(source, "name", None)
+    if isinstance(name, (str, bytes)) and name:
+        return name if isinstance(name, str) else name.decode(errors="replace")
+    return f"<{type(source).__name__}>"
+
+
+def _check_path(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio file not found: {path}") from None
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"audio path is a directory, not a file: {path}")
+    if st.st_size == 0:
+        raise ValueError(f"cannot read audio from {path}: empty file")
+
+
+def _open_soundfile(source: Any, label: str):
+    import soundfile as sf
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError(f"cannot read audio from {label}: empty input")
+        source = io.BytesIO(bytes(source))
+    elif not _is_pathlike(source):
+        if isinstance(source, io.TextIOBase):
+            raise TypeError(f"audio file object must be opened in binary mode: {label}")
+        if not hasattr(source, "read"):
+            raise TypeError("audio source must be a path, bytes, a binary file object or a numpy "
+                            f"array, not {type(source).__name__}")
+        seekable = getattr(source, "seekable", None)
+        if not (callable(seekable) and seekable()):
+            data = source.read()  # a pipe or socket: libsndfile needs to seek
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError(f"audio file object must be opened in binary mode: {label}")
+            if not data:
+                raise ValueError(f"cannot read audio from {label}: empty input")
+            source = io.BytesIO(data)
+    try:
+        return sf.SoundFile(source)
+    except (RuntimeError, EOFError, ValueError, TypeError) as e:  # LibsndfileError is a RuntimeError
+        raise ValueError(f"cannot read audio from {label}: {_reason(e)}") from None
+
+
+def _reason(e: BaseException) -> str:
+    """libsndfile's own message ("Format not recognised.") without soundfile's "Error opening
+    <path>: " prefix, which repeats the path."""
+    text = getattr(e, "error_string", None)
+    if not isinstance(text, str) or not text.strip():
+        text = str(e)
+    return text.strip() or type(e).__name__
+
+
+def _decode_mono(source: Any, label: str) -> Tuple[np.ndarray, int]:
+    """Decode to float32 mono at the file's own rate, block by block (see module docstring)."""
+    with _open_soundfile(source, label) as f:
+        rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+        if rate <= 0 or channels <= 0:
+            raise ValueError(f"cannot read audio from {label}: bad header "
+                             f"(sample rate {rate}, {channels} channels)")
+        # f.frames is exact for seekable inputs; grow the buffer if a decoder yields more.
+        out = np.empty(max(0, min(frames, 1 << 40)), dtype=np.float32)
+        pos = 0
+        try:
+            while True:
+                block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                k = len(block)
+                if k == 0:
+                    break
+                if pos + k > len(out):
+                    grown = np.empty(max(pos + k, 2 * len(out)), dtype=np.float32)
+                    grown[:pos] = out[:pos]
+                    out = grown
+                if channels == 1:
+                    out[pos:pos + k] = block[:, 0]
+                else:
+                    np.mean(block, axis=1, dtype=np.float32, out=out[pos:pos + k])
+                pos += k
+        except (RuntimeError, EOFError, ValueError) as e:
+            raise ValueError(f"cannot read audio from {label}: {_reason(e)}") from None
+    return out[:pos], rate
+
+
+def _array_to_mono(audio: np.ndarray) -> np.ndarray:
+    """float32 mono from an array: integers scaled to [-1, 1), channels averaged.
+
+    Layout rule for 2-D arrays: ``[samples, channels]`` (soundfile's layout), except that an
+    array whose first axis has at most 8 entries and whose second axis is longer is read as
+    ``[channels, samples]`` (torchaudio's layout). More channels than samples is an error.
+    An array with no elements is empty audio.
+    """
+    a = np.asarray(audio)
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer)
+                                   or np.issubdtype(a.dtype, np.floating)):
+        raise TypeError(f"audio array must hold integers or floats, not {a.dtype}")
+    if a.ndim in (1, 2) and a.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    if a.ndim == 2:
+        if 1 <= a.shape[0] <= _MAX_CHANNELS_FIRST and a.shape[1] > a.shape[0]:
+            a = a.T  # [channels, samples]
+        if a.shape[1] > a.shape[0]:
+            raise ValueError(f"ambiguous audio array shape {tuple(audio.shape)}: expected "
+                             "[samples, channels] or [channels<=8, samples]")
+    elif a.ndim != 1:
+        raise ValueError(f"audio array must be 1-D or 2-D, not shape {tuple(a.shape)}")
+
+    if np.issubdtype(a.dtype, np.integer):
+        bits = a.dtype.itemsize * 8
+        half = float(2 ** (bits - 1))
+        x = a.astype(np.float64 if bits > 16 else np.float32)
+        if np.issubdtype(a.dtype, np.unsignedinteger):
+            x -= half  # uint8 (8-bit WAV) and friends are centred on 2**(bits-1)
+        x *= 1.0 / half
+        x = x.astype(np.float32, copy=False)
+    else:
+        x = a.astype(np.float32, copy=False)
+
+    if x.ndim == 2:
+        x = x[:, 0].copy() if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_finite(x: np.ndarray, label: str) -> None:
+    # A float32 sum of finite samples in a sane range is finite: count only when it is not.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(x, dtype=np.float64)
+    if np.isfinite(total):
+        return
+    n_nan = int(np.count_nonzero(np.isnan(x)))
+    n_inf = int(np.count_nonzero(np.isinf(x)))
+    if n_nan or n_inf:
+        raise ValueError(f"audio from {label} has non-finite samples: {n_nan} NaN and "
+                         f"{n_inf} Inf out of {len(x)}")
+
+
+def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target or len(x) == 0:
+        return x
+    try:
+        import soxr
+    except ImportError:
+        soxr = None
+    if soxr is not None:
+        y = soxr.resample(x, rate, target, quality="HQ")
+    else:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(int(rate), int(target))
+        y = resample_poly(x, target // g, rate // g)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def load_audio(source: AudioSource, sample_rate: Optional[int] = None) -> np.ndarray:
+    """Load audio as float32 mono at 16 kHz (``SAMPLE_RATE``), the model's input.
+
+    ``source`` is one of:
+
+    - a path (``str`` / ``os.PathLike``) of anything libsndfile decodes: WAV (PCM, float,
+      u-law, ...), FLAC, OGG Vorbis/Opus, MP3, AIFF, W64, ...;
+    - the encoded file in ``bytes`` / ``bytearray``, or a binary file object (read from its
+      current position; one that cannot seek, like a pipe, is read into memory first);
+    - a numpy array of samples, with ``sample_rate`` (required, ``ValueError`` without it).
+      1-D is mono; 2-D is ``[samples, channels]``, or ``[channels, samples]`` when the first
+      axis has at most 8 entries and the second is longer. Integer arrays are scaled to
+      [-1, 1): int16 / 32768, int32 / 2**31, uint8 centred on 128 (generally signed ints by
+      2**(bits-1), unsigned ints centred first). Float arrays are taken as they are.
+
+    For encoded input the sample rate comes from the file; a ``sample_rate`` given as well must
+    match it. Channels are averaged; any rate is resampled to 16 kHz (soxr "HQ", else scipy's
+    ``resample_poly``). Float data is not clipped (a float WAV may exceed ±1).
+
+    Errors: ``FileNotFoundError`` (missing file), ``IsADirectoryError``, ``ValueError`` with
+    "cannot read audio from PATH: <reason>" for an empty, truncated or non-audio file, and
+    ``ValueError`` naming how many samples are NaN / Inf. Zero-length audio gives an empty array.
+    """
+    if sample_rate is not None:
+        if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive integer, not {sample_rate!r}")
+        sample_rate = int(sample_rate)
+
+    if isinstance(source, (np.ndarray, list, tuple)):
+        if sample_rate is None:
+            raise ValueError("sample_rate is required when audio is given as an array")
+        label = "array"
+        x = _array_to_mono(np.asarray(source))
+        rate = sample_rate
+    else:
+        if _is_pathlike(source):
+            path = os.fspath(source)
+            _check_path(path)
+            source = path
+        label = _source_label(source)
+        x, rate = _decode_mono(source, label)
+        if sample_rate is not None and sample_rate != rate:
+            raise ValueError(f"{label} has sample rate {rate} Hz but sample_rate={sample_rate} "
+                             "was given")
+    _check_finite(x, label)
+    return _resample(x, rate, SAMPLE_RATE)
+
+
+def audio_duration(source: AudioSource, sample_rate: Optional[int] = None) -> float:
+    """Duration in seconds without decoding (soundfile header; arrays need ``sample_rate``)."""
+    if isinstance(source, (np.ndarray, list, tuple)):
+        if sample_rate is None:
+            raise ValueError("sample_rate is required when audio is given as an array")
+        shape = np.shape(source)
+        channels_first = (len(shape) == 2 and 1 <= shape[0] <= _MAX_CHANNELS_FIRST
+                          and shape[1] > shape[0])
+        n = 0 if not shape else shape[1] if channels_first else shape[0]
+        return n / float(sample_rate)
+    if _is_pathlike(source):
+        path = os.fspath(source)
+        _check_path(path)
+        source = path
+    label = _source_label(source)
+    pos = None
+    if not _is_pathlike(source) and hasattr(source, "tell"):
+        try:
+            pos = source.tell()
+        except (OSError, ValueError):
+            pos = None
+    with _open_soundfile(source, label) as f:
+        duration = f.frames / float(f.samplerate)
+    if pos is not None:
+        source.seek(pos)
+    return duration
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation
+
+def _frame_energy_db(audio: np.ndarray, frame: int, hop: int) -> np.ndarray:
+    """Mean-square energy (dB) of frames ``[t*hop, t*hop + frame)`` for every full frame.
+
+    Squares are summed per sub-block of gcd(frame, hop) samples (float32 rows, float64 totals),
+    then frames are differences of a cumulative sum over sub-blocks: O(n), no per-frame copies.
+    """
+    n = len(audio)
+    if n < frame:
+        return np.empty(0)
+    n_frames = 1 + (n - frame) // hop
+    g = math.gcd(frame, hop)
+    used = (n_frames - 1) * hop + frame
+    sub = np.asarray(audio[:used], dtype=np.float32).reshape(-1, g)
+    sq = np.einsum("ij,ij->i", sub, sub, dtype=np.float64)
+    cs = np.concatenate(([0.0], np.cumsum(sq)))
+    starts = np.arange(n_frames) * (hop // g)
+    energy = (cs[starts + frame // g] - cs[starts]) / frame
+    return 10.0 * np.log10(np.maximum(energy, 1e-12))
+
+
+def _longest_low_run(rel: np.ndarray, threshold: float) -> Optional[Tuple[int, int]]:
+    """[start, end) of the longest run with rel <= threshold (the later one on ties)."""
+    low = rel <= threshold
+    if not low.any():
+        return None
+    edges = np.diff(np.concatenate(([0], low.astype(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    lengths = ends - starts
+    best = len(lengths) - 1 - int(np.argmax(lengths[::-1]))
+    return int(starts[best]), int(ends[best])
+
+
+def split_utterances(audio: np.ndarray, *, max_seconds: float = 30.0, min_seconds: float = 1.0,
+                     mode: str = "silence", sample_rate: int = SAMPLE_RATE
+                     ) -> List[Tuple[int, int]]:
+    """Split audio into utterances: ``[(start, end), ...]`` sample ranges.
+
+    The ranges are contiguous and in order: the first starts at 0, each starts where the
+    previous ends, the last ends at ``len(audio)``; none is longer than ``max_seconds``.
+    Empty audio gives ``[]``; audio no longer than ``max_seconds`` gives one range.
+
+    - ``mode="fixed"``: consecutive windows of ``max_seconds`` (the last one shorter).
+    - ``mode="silence"``: energy-based cuts. Frame energies (25 ms frames, 10 ms hop) are taken
+      in dB relative to the recording's loud level (95th percentile of the frame energies).
+      From the current start, the cut goes in the quietest region whose position lies between
+      ``min_seconds`` and ``max_seconds`` ahead: the middle of the longest run of quiet frames,
+      a quiet frame being one 40 dB below the loud level or within 6 dB of the quietest frame
+      of that stretch (so a recording without real pauses is cut at its quietest moment). Cuts
+      also keep ``min_seconds`` before the end where possible, and a final piece shorter than
+      0.3 s is merged into the previous range when that stays within ``max_seconds``.
+      Deterministic and vectorised (a 10-minute recording splits in a few milliseconds).
+    """
+    n = int(len(audio))
+    if mode not in ("silence", "fixed"):
+        raise ValueError(f"mode must be 'silence' or 'fixed', not {mode!r}")
+    if not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, not {max_seconds!r}")
+    if not 0 <= min_seconds < max_seconds:
+        raise ValueError(f"min_seconds must be in [0, max_seconds), not {min_seconds!r}")
+    max_len = max(1, int(round(max_seconds * sample_rate)))
+    min_len = int(round(min_seconds * sample_rate))
+    if n == 0:
+        return []
+    if n <= max_len:
+        return [(0, n)]
+    if mode == "fixed":
+        return [(s, min(s + max_len, n)) for s in range(0, n, max_len)]
+
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"split_utterances takes mono audio (1-D), not shape {audio.shape}")
+    frame = max(1, int(round(_FRAME_SECONDS * sample_rate)))
+    hop = max(1, int(round(_HOP_SECONDS * sample_rate)))
+    db = _frame_energy_db(audio, frame, hop)
+    rel = db - (np.percentile(db, _LOUD_PERCENTILE) if len(db) else 0.0)
+    centres = np.arange(len(db)) * hop + frame // 2  # cut position of each frame
+
+    ranges: List[Tuple[int, int]] = []
+    start = 0
+    while n - start > max_len:
+        lo = start + min_len
+        hi = start + max_len
+        if n - min_len >= lo:  # leave at least min_seconds for what follows, when possible
+            hi = min(hi, n - min_len)
+        t0 = int(np.searchsorted(centres, max(lo, start + 1), side="left"))
+        t1 = int(np.searchsorted(centres, hi, side="right"))
+        cut = None
+        if t1 > t0:
+            window = rel[t0:t1]
+            run = _longest_low_run(window, max(_SILENCE_DB, float(window.min()) + _RELATIVE_DB))
+            if run is None:  # cannot happen (the minimum is always within threshold); be safe
+                t = t0 + int(np.argmin(window))
+            else:
+                t = t0 + (run[0] + run[1] - 1) // 2
+            cut = int(centres[t])
+        if cut is None or not start < cut <= start + max_len:
+            cut = start + max_len
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, n))
+    tail = int(round(_MIN_TAIL_SECONDS * sample_rate))
+    if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < tail \
+            and ranges[-1][1] - ranges[-2][0] <= max_len:
+        ranges[-2:] = [(ranges[-2][0], ranges[-1][1])]
+    return ranges
+
+
+__all__ = ["SAMPLE_RATE", "audio_duration", "load_audio", "split_utterances"]

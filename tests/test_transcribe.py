@@ -1,0 +1,414 @@
+"""funasr_cpp.Model / transcribe() / `funasr-cpp transcribe`: same text as upstream funasr
+AutoModel.generate and llama-mtmd-cli on the tiny checkpoint; from_pretrained (conversion cache,
+GGUF folders, offline hub ids); long-audio segmentation; the repetition guard; bad input."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import funasr_cpp
+from fixtures.checkpoint import soften_attention, write_checkpoint
+from fixtures.upstream import load_automodel, no_dither
+from funasr_cpp.converters import convert
+from funasr_cpp.model import Model, find_loop, token_budget
+from test_mtmd_cli import MAX_TOKENS, SPEECH, espeak, mtmd_cli, postprocess, special_tokens, write_wav16k
+
+HOTWORDS = ["通义", "Fun-ASR"]
+OPTIONS = {
+    "default": {},
+    "language": {"language": "中文"},
+    "no-itn": {"itn": False},
+    "hotwords": {"hotwords": HOTWORDS},
+    "all": {"language": "中文", "itn": False, "hotwords": HOTWORDS},
+}
+# one thread: torch shares the process (ggml spin barriers crawl when oversubscribed); f32 KV and
+# no flash attention: upstream runs the LLM in fp32
+LOAD = {"n_threads": 1, "kv_type": "f32", "flash_attn": "off"}
+# upstream's plain greedy run: no duration-scaled budget, no loop cut (the random model loops)
+EXACT = {"max_new_tokens": MAX_TOKENS, "max_tokens_per_second": None, "repetition_guard": False}
+
+
+def _scripts_path() -> str:
+    return sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", "")
+
+
+def run_cli(*args, timeout=300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=_scripts_path())
+    exe = shutil.which("funasr-cpp", path=env["PATH"])
+    out = subprocess.run([exe, *map(str, args)], capture_output=True, env=env, timeout=timeout)
+    # decoded by hand: text mode would turn the progress bar's "\r" into "\n"
+    return subprocess.CompletedProcess(out.args, out.returncode, out.stdout.decode(), out.stderr.decode())
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("transcribe")
+    folder = tmp / "nano"
+    write_checkpoint(folder, seed=0, ctc=False)
+    soften_attention(folder)
+    llm, mmproj = convert(folder, tmp / "gguf", llm_type="f32", mmproj_type="f32", progress=False)
+    zh = espeak(SPEECH["zh"], "cmn", tmp)
+    wav = write_wav16k(tmp / "speech-zh.wav", zh)
+    return {"tmp": tmp, "folder": folder, "llm": llm, "mmproj": mmproj, "wav": wav, "zh": zh}
+
+
+@pytest.fixture(scope="module")
+def model(setup):
+    with Model(setup["llm"], setup["mmproj"], **LOAD) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def upstream(setup):
+    with no_dither():
+        auto = load_automodel(setup["folder"])
+        # the first call writes audio rows into a still-bf16 embedding (fun-asr-nano.md §7.5)
+        auto.generate(input=[str(setup["wav"])], cache={}, batch_size=1, max_length=4)
+        return {option: auto.generate(input=[str(setup["wav"])], cache={}, batch_size=1, max_length=MAX_TOKENS,
+                                      **kwargs)[0]["text"] for option, kwargs in OPTIONS.items()}
+
+
+# ------------------------------------------------------------------------------------------ (a)
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_transcribe_equals_upstream(setup, model, upstream, option):
+    res = model.transcribe(setup["wav"], **EXACT, **OPTIONS[option])
+    assert res.text == upstream[option]
+    assert len(res.text) > 0
+    assert len(res.segments) == 1
+    seg = res.segments[0]
+    assert seg.start == 0 and seg.end == pytest.approx(res.duration) and seg.text == res.text
+    assert len(seg.tokens) == MAX_TOKENS and not seg.repetition_cut
+    assert res.duration == pytest.approx(len(setup["zh"]) / 16000)
+    assert res.language == OPTIONS[option].get("language")
+    t = res.timings
+    assert t["n_generated_tokens"] == MAX_TOKENS and t["tokens_per_s"] > 0 and t["real_time_factor"] > 0
+    assert all(t[k] >= 0 for k in ("load_ms", "encode_ms", "prefill_ms", "decode_ms"))
+
+
+def test_array_and_bytes_inputs(setup, model, upstream):
+    x = np.clip(np.round(setup["zh"] * 32767), -32768, 32767).astype(np.int16)
+    opts = EXACT
+    assert model.transcribe(x.astype(np.float32) / 32768, sample_rate=16000, **opts).text == upstream["default"]
+    assert model.transcribe(setup["wav"].read_bytes(), **opts).text == upstream["default"]
+    # ISO code = upstream name
+    assert model.transcribe(setup["wav"], language="zh", **opts).text == upstream["language"]
+    # stereo at 48 kHz: runs (resampled and downmixed)
+    stereo = np.repeat(np.repeat(x[:, None], 3, axis=0), 2, axis=1)
+    assert model.transcribe(stereo, sample_rate=48000, max_new_tokens=4).text
+
+
+# ------------------------------------------------------------------------------------------ (b)
+def test_api_cli_and_mtmd_cli_agree(setup, model, upstream):
+    ref = upstream["default"]
+    assert funasr_cpp.transcribe(setup["wav"], model=model, max_new_tokens=MAX_TOKENS,
+                                 max_tokens_per_second=None, repetition_guard=False).text == ref
+    # a from_pretrained source string (a GGUF folder), loaded once and cached in the module
+    src = str(setup["llm"].parent)
+    r1 = funasr_cpp.transcribe(setup["wav"], model=src, **EXACT, **LOAD)
+    assert r1.text == ref
+    m1 = funasr_cpp.model.get_model(src, **LOAD)
+    assert funasr_cpp.model.get_model(src, **LOAD) is m1
+    m1.close()
+    out = run_cli("transcribe", "--llm", setup["llm"], "--mmproj", setup["mmproj"], "--threads", 1,
+                  "--kv-type", "f32", "--flash-attn", "off", "--max-new-tokens", MAX_TOKENS, "--no-repetition-guard", setup["wav"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ref.strip() + "\n"
+    assert "\r" not in out.stderr  # no progress bar without a tty
+    cli = postprocess(mtmd_cli(setup["llm"], setup["mmproj"], setup["wav"]), special_tokens(setup["folder"]))
+    assert cli.rstrip() == ref.rstrip()
+
+
+# ------------------------------------------------------------------------------------------ (c)
+def test_from_pretrained_release_folder_is_cached(setup, monkeypatch, tmp_path, upstream):
+    cache = tmp_path / "cache"
+    t0 = time.perf_counter()
+    with Model.from_pretrained(setup["folder"], cache_dir=cache, llm_type="f32", mmproj_type="f32", **LOAD) as m:
+        first = time.perf_counter() - t0
+        llm1, mm1 = m.llm_path, m.mmproj_path
+        assert m.transcribe(setup["wav"], **EXACT).text == upstream["default"]
+    (entry,) = cache.iterdir()
+    assert entry.name.startswith("nano-") and llm1.parent == entry == mm1.parent
+    mtimes = (llm1.stat().st_mtime_ns, mm1.stat().st_mtime_ns)
+
+    def no_convert(*a, **k):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(funasr_cpp.converters, "convert", no_convert)
+    t0 = time.perf_counter()
+    with Model.from_pretrained(setup["folder"], cache_dir=cache, llm_type="f32", mmproj_type="f32", **LOAD) as m:
+        assert (m.llm_path, m.mmproj_path) == (llm1, mm1)
+    assert (llm1.stat().st_mtime_ns, mm1.stat().st_mtime_ns) == mtimes
+    assert list(cache.iterdir()) == [entry]
+    print(f"first {first:.2f} s, cached {time.perf_counter() - t0:.2f} s")
+    # another type pair is converted next to the first in the same cache entry
+    monkeypatch.undo()
+    with Model.from_pretrained(setup["folder"], cache_dir=cache, llm_type="f16", mmproj_type="f16", **LOAD) as m:
+        assert m.llm_path.parent == entry and m.llm_path.name.endswith("-f16.gguf")
+
+
+def test_from_pretrained_gguf_folder(setup, tmp_path):
+    with Model.from_pretrained(setup["llm"].parent, **LOAD) as m:
+        assert (m.llm_path, m.mmproj_path) == (setup["llm"], setup["mmproj"])
+    # ambiguous / empty folders and files are clear errors
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.gguf", "b.gguf", "mmproj-a.gguf"):
+        shutil.copy(setup["llm"] if not name.startswith("mmproj") else setup["mmproj"], two / name)
+    with pytest.raises(ValueError, match="expected one LLM GGUF.*2 LLM"):
+        Model.from_pretrained(two)
+    with pytest.raises(ValueError, match="expected one LLM GGUF.*0 LLM"):
+        Model.from_pretrained(_empty(tmp_path))
+    with pytest.raises(ValueError, match="not a file"):
+        Model.from_pretrained(setup["llm"])
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        Model.from_pretrained(tmp_path / "nowhere")
+
+
+def _empty(tmp_path: Path) -> Path:
+    d = tmp_path / "empty"
+    d.mkdir()
+    return d
+
+
+def test_offline_hub_id_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for hub in ("huggingface", "modelscope"):
+        t0 = time.perf_counter()
+        with pytest.raises((ConnectionError, ImportError), match=r"funasr-cpp convert DIR -o OUT"):
+            Model.from_pretrained("funasr-cpp-test/no-such-model", hub=hub)
+        assert time.perf_counter() - t0 < 5
+    # no network (the reachability probe fails): the hub is not asked, only its local cache
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(funasr_cpp.model, "_reachable", lambda *a, **k: False)
+    for hub in ("huggingface", "modelscope"):
+        t0 = time.perf_counter()
+        with pytest.raises((ConnectionError, ImportError), match=r"no network.*funasr-cpp convert DIR -o OUT"):
+            Model.from_pretrained("funasr-cpp-test/no-such-model", hub=hub)
+        assert time.perf_counter() - t0 < 5
+    with pytest.raises(ValueError, match="hub must be"):
+        Model.from_pretrained("funasr-cpp-test/no-such-model", hub="github")
+
+
+# ------------------------------------------------------------------------------------------ (d)
+@pytest.fixture(scope="module")
+def long_wav(setup):
+    """3 minutes: the speech clip every 9 s with ~3 s of silence in between, plus faint noise."""
+    rng = np.random.default_rng(0)
+    x = (0.001 * rng.standard_normal(16000 * 180)).astype(np.float32)
+    zh = setup["zh"]
+    loud = np.flatnonzero(np.abs(zh) > 0.01)
+    first, last = int(loud[0]), int(loud[-1])  # the clip without its own leading/trailing silence
+    starts = list(range(16000, len(x) - len(zh), 16000 * 9))
+    for s in starts:
+        x[s:s + len(zh)] += zh
+    return write_wav16k(setup["tmp"] / "long.wav", x), [(s + first, s + last) for s in starts]
+
+
+@pytest.mark.parametrize("mode", [None, "fixed"])
+def test_long_audio_is_segmented(model, long_wav, mode):
+    wav, speech = long_wav
+    calls = []
+    t0 = time.perf_counter()
+    res = model.transcribe(wav, max_new_tokens=8, segment=mode, progress=lambda d, t: calls.append((d, t)))
+    print(f"{mode}: {len(res.segments)} segments in {time.perf_counter() - t0:.1f} s")
+    assert res.duration == pytest.approx(180.0)
+    segs = res.segments
+    assert len(segs) >= 6
+    assert segs[0].start == 0 and segs[-1].end == pytest.approx(180.0)
+    for a, b in zip(segs, segs[1:]):
+        assert a.end == b.start
+    assert all(0 < s.end - s.start <= 30.0 + 1e-9 for s in segs)
+    if mode == "fixed":
+        assert [s.start for s in segs] == [30.0 * i for i in range(6)]
+    assert all(len(s.tokens) <= 8 and s.text for s in segs)
+    assert res.text == re.sub(r"\s+", " ", " ".join(s.text for s in segs))
+    # the random model loops: some segments are cut by the repetition guard
+    assert res.timings["n_generated_tokens"] >= sum(len(s.tokens) for s in segs)
+    assert all(s.repetition_cut or len(s.tokens) == 8 for s in segs)
+    done = [d for d, _ in calls]
+    assert all(t == pytest.approx(180.0) for _, t in calls)
+    assert done == sorted(done) and len(set(done)) == len(done) and done[-1] == pytest.approx(180.0)
+    assert len(calls) == len(segs)
+    if mode is None:  # silence-aware: no cut inside a speech burst
+        for s in segs[:-1]:
+            cut = round(s.end * 16000)
+            assert not any(a < cut < b for a, b in speech), s
+
+
+def test_token_budget():
+    assert token_budget(0.0, 512) == 20
+    assert token_budget(2.0, 512) == 50
+    assert token_budget(30.0, 512) == 470
+    assert token_budget(60.0, 512) == 512
+    assert token_budget(2.0, 10) == 10
+    assert token_budget(2.0, 512, None) == 512
+
+
+def test_find_loop():
+    assert find_loop([1, 2, 3]) is None
+    assert find_loop([5] * 7) is None
+    assert find_loop([9, 5, 5, 5, 5, 5, 5, 5, 5]) == 2
+    loop = [7, 8, 9]
+    assert find_loop([1, 2] + loop * 8) == 5
+    assert find_loop([1, 2] + loop * 9 + [7]) == 5  # a trailing partial repetition
+    assert find_loop([1, 2] + loop * 7) is None
+    assert find_loop(list(range(9)) * 8) is None    # 9-grams are not looked for
+    assert find_loop([4] + [1, 2] * 20) == 3
+
+
+class _LoopingAsr:
+    """The native model, but generate() answers with a runaway loop."""
+
+    def __init__(self, asr, prefix, loop, eog=False):
+        self.asr, self.prefix, self.loop, self.eog = asr, prefix, loop, eog
+        self.closed = False
+
+    def generate(self, samples, prompt, *, max_new_tokens):
+        res = self.asr.generate(samples, prompt, max_new_tokens=1)
+        toks = (self.prefix + self.loop * 1000)[:max_new_tokens]
+        if self.eog:
+            toks = toks[:-1]  # stopped by itself before the budget
+        return {**res, "tokens": toks}
+
+    def detokenize(self, ids, skip_special=True):
+        return self.asr.detokenize(ids, skip_special=skip_special)
+
+
+def test_repetition_guard(setup, model, monkeypatch):
+    real = model._asr
+    a, b = real.tokenize("ab")[0], real.tokenize("c")[0]
+    monkeypatch.setattr(model, "_asr", _LoopingAsr(real, [a], [b, a, b]))
+    res = model.transcribe(setup["wav"], max_new_tokens=100)
+    (seg,) = res.segments
+    assert seg.repetition_cut and seg.tokens == [a, b, a, b] and res.text == real.detokenize([a, b, a, b])
+    # a budget scaled to the duration: ~3.3 s -> 20 + 15/s tokens generated at most
+    assert res.timings["n_generated_tokens"] == token_budget(res.duration, 100)
+    monkeypatch.setattr(model, "_asr", _LoopingAsr(real, [a], [b, a, b], eog=True))
+    (seg,) = model.transcribe(setup["wav"], max_new_tokens=100).segments
+    assert not seg.repetition_cut and len(seg.tokens) == token_budget(res.duration, 100) - 1
+
+
+# ------------------------------------------------------------------------------------------ (e)
+def test_bad_inputs(setup, model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.wav"):
+        model.transcribe(tmp_path / "nope.wav")
+    with pytest.raises((IsADirectoryError, ValueError), match="directory"):
+        model.transcribe(tmp_path)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        model.transcribe(empty)
+    txt = tmp_path / "notes.wav"
+    txt.write_text("this is not audio\n")
+    with pytest.raises(ValueError, match="notes.wav"):
+        model.transcribe(txt)
+    x = np.zeros(16000, np.float32)
+    x[100] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.transcribe(x, sample_rate=16000)
+    # options are checked before the audio is read
+    with pytest.raises(ValueError, match="unknown language 'klingon'"):
+        model.transcribe(tmp_path / "nope.wav", language="klingon")
+    with pytest.raises(TypeError, match="hotwords.*list"):
+        model.transcribe(tmp_path / "nope.wav", hotwords="abc")
+    with pytest.raises(ValueError, match="segment"):
+        model.transcribe(tmp_path / "nope.wav", segment="vad")
+    with pytest.raises(TypeError, match="hotwords"):
+        funasr_cpp.transcribe(tmp_path / "nope.wav", model=str(tmp_path / "nowhere"), hotwords="abc")
+
+
+@pytest.mark.parametrize("n", [0, 1, 399])
+def test_audio_shorter_than_25ms_is_empty(model, n):
+    res = model.transcribe(np.zeros(n, np.float32), sample_rate=16000)
+    assert res.text == "" and res.segments == [] and res.duration == n / 16000
+
+
+def test_mismatched_llm_and_mmproj(setup):
+    other = setup["tmp"] / "nano192"
+    write_checkpoint(other, seed=1, ctc=False, dims={"llm_hidden": 192})
+    _, mmproj192 = convert(other, setup["tmp"] / "gguf192", llm_type="f32", mmproj_type="f32", progress=False)
+    with pytest.raises(ValueError, match="embedding width does not match"):
+        Model(setup["llm"], mmproj192, n_threads=1)
+
+
+def test_batch(setup, model, upstream):
+    res = model.transcribe_batch([setup["wav"], np.zeros(100, np.float32)], sample_rate=16000, **EXACT)
+    assert [r.text for r in res] == [upstream["default"], ""]
+
+
+def test_closed_model(setup):
+    m = Model(setup["llm"], setup["mmproj"], n_threads=1)
+    m.close()
+    m.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        m.transcribe(setup["wav"])
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_formats_and_errors(setup, upstream, tmp_path):
+    outdir = tmp_path / "out"
+    common = ["--llm", setup["llm"], "--mmproj", setup["mmproj"], "--threads", 1, "--kv-type", "f32",
+              "--flash-attn", "off", "--max-new-tokens", 16]
+    missing = tmp_path / "missing.wav"
+    out = run_cli("transcribe", *common, missing, setup["wav"], "--format", "json")
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {missing}: audio file not found: {missing}"], out.stderr
+    (line,) = out.stdout.splitlines()
+    obj = json.loads(line)
+    assert obj["file"] == str(setup["wav"]) and obj["text"] and obj["segments"][0]["tokens"]
+    assert set(obj["timings"]) >= {"load_ms", "encode_ms", "prefill_ms", "decode_ms", "tokens_per_s",
+                                   "real_time_factor", "n_generated_tokens"}
+    for fmt in ("txt", "json", "srt", "vtt"):
+        out = run_cli("transcribe", *common, setup["wav"], "--format", fmt, "--output-dir", outdir, "--progress")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == ""
+        assert "\r" in out.stderr and "100%" in out.stderr
+        text = (outdir / f"speech-zh.{fmt}").read_text(encoding="utf-8")
+        if fmt == "txt":
+            assert text == obj["text"].strip() + "\n"
+        elif fmt == "json":
+            assert json.loads(text)["text"] == obj["text"]
+        elif fmt == "srt":
+            m = re.fullmatch(r"1\n(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})\n(.+)\n", text)
+            assert m, text
+            assert m.group(1, 2, 3, 4) == ("00", "00", "00", "000")
+            end = int(m[5]) * 3600 + int(m[6]) * 60 + int(m[7]) + int(m[8]) / 1000
+            assert end == pytest.approx(obj["duration"], abs=1e-3) and m[9] == obj["text"].strip()
+        else:
+            assert re.fullmatch(r"WEBVTT\n\n00:00:00\.000 --> 00:00:0\d\.\d{3}\n.+\n", text), text
+
+
+def test_cli_timestamps():
+    from funasr_cpp.cli import _timestamp, format_srt, format_vtt
+    from funasr_cpp.model import Segment, Transcription
+
+    assert _timestamp(3723.4567, ",") == "01:02:03,457"
+    assert _timestamp(0.0, ".") == "00:00:00.000"
+    r = Transcription("a b", [Segment(0.0, 29.9995, "a ", []), Segment(29.9995, 61.25, " b", []),
+                              Segment(61.25, 62.0, " ", [])], None, 62.0)
+    assert format_srt(r) == "1\n00:00:00,000 --> 00:00:30,000\na\n\n2\n00:00:30,000 --> 00:01:01,250\nb\n"
+    assert format_vtt(r) == "WEBVTT\n\n00:00:00.000 --> 00:00:30.000\na\n\n00:00:30.000 --> 00:01:01.250\nb\n"
+
+
+def test_cli_help_and_usage_errors(setup):
+    out = run_cli("transcribe", "--help")
+    assert out.returncode == 0
+    for opt in ("--model", "--llm", "--mmproj", "--language", "--no-itn", "--hotwords", "--format",
+                "--output-dir", "--threads", "--max-new-tokens", "--segment", "--progress"):
+        assert opt in out.stdout
+    out = run_cli("transcribe", "--llm", setup["llm"], setup["wav"])
+    assert out.returncode == 2 and "--llm and --mmproj go together" in out.stderr
+    out = run_cli("transcribe", "--llm", setup["llm"], "--mmproj", setup["mmproj"], "--language", "klingon",
+                  setup["wav"])
+    assert out.returncode == 1 and out.stderr.startswith("error: unknown language")
