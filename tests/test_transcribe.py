@@ -21,16 +21,9 @@ from fixtures.checkpoint import soften_attention, write_checkpoint
 from fixtures.upstream import load_automodel, no_dither
 from funasr_cpp.converters import convert
 from funasr_cpp.model import Model, find_loop, token_budget
+from test_asr_parity import OPTIONS
 from test_mtmd_cli import MAX_TOKENS, SPEECH, espeak, mtmd_cli, postprocess, special_tokens, write_wav16k
 
-HOTWORDS = ["通义", "Fun-ASR"]
-OPTIONS = {
-    "default": {},
-    "language": {"language": "中文"},
-    "no-itn": {"itn": False},
-    "hotwords": {"hotwords": HOTWORDS},
-    "all": {"language": "中文", "itn": False, "hotwords": HOTWORDS},
-}
 # one thread: torch shares the process (ggml spin barriers crawl when oversubscribed); f32 KV and
 # no flash attention: upstream runs the LLM in fp32
 LOAD = {"n_threads": 1, "kv_type": "f32", "flash_attn": "off"}
