@@ -29,13 +29,7 @@ namespace py = pybind11;
 
 namespace {
 
-// A Python exception raised where the GIL is released (set by the translator below).
-struct asr_error : std::exception {
-    PyObject * type;
-    std::string msg;
-    asr_error(PyObject * t, std::string m) : type(t), msg(std::move(m)) {}
-    const char * what() const noexcept override { return msg.c_str(); }
-};
+using funasr_py::native_error;
 
 [[noreturn]] void raise(PyObject * type, const std::string & msg) {
     PyErr_SetString(type, msg.c_str());
@@ -184,7 +178,7 @@ public:
         {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mu_);
-            if (!ctx_) throw asr_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
+            if (!ctx_) throw native_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
             funasr_py::errors_begin();
             llama_memory_t mem = llama_get_memory(ctx_);
             if (mem) llama_memory_clear(mem, true);  // every call starts from an empty KV cache
@@ -193,12 +187,12 @@ public:
             struct chunks_del { void operator()(mtmd_input_chunks * c) const { mtmd_input_chunks_free(c); } };
             std::unique_ptr<mtmd_bitmap, bitmap_del> bitmap(mtmd_bitmap_init_from_audio(samples.size(), samples.data()));
             std::unique_ptr<mtmd_input_chunks, chunks_del> chunks(mtmd_input_chunks_init());
-            if (!bitmap || !chunks) throw asr_error(PyExc_MemoryError, "cannot allocate the mtmd input");
+            if (!bitmap || !chunks) throw native_error(PyExc_MemoryError, "cannot allocate the mtmd input");
             mtmd_input_text text{prompt.c_str(), prompt.size(), /*add_special*/ false, /*parse_special*/ true};
             const mtmd_bitmap * bitmaps[1] = {bitmap.get()};
             const int32_t rc = mtmd_tokenize(mctx_, chunks.get(), &text, bitmaps, 1);
             if (rc != 0) {
-                throw asr_error(rc == 1 ? PyExc_ValueError : PyExc_RuntimeError,
+                throw native_error(rc == 1 ? PyExc_ValueError : PyExc_RuntimeError,
                                 with_errors("cannot tokenize the prompt and audio (mtmd_tokenize code " + std::to_string(rc) + ")"));
             }
             const size_t n_chunks = mtmd_input_chunks_size(chunks.get());
@@ -208,9 +202,9 @@ public:
                 n_prompt += n;
                 if (mtmd_input_chunk_get_type(c) != MTMD_INPUT_CHUNK_TYPE_TEXT) n_audio += n;
             }
-            if (n_prompt == 0) throw asr_error(PyExc_ValueError, "the prompt is empty");
+            if (n_prompt == 0) throw native_error(PyExc_ValueError, "the prompt is empty");
             if (n_prompt > (int64_t) n_ctx_) {
-                throw asr_error(PyExc_ValueError, "the prompt (" + std::to_string(n_prompt) + " tokens, " +
+                throw native_error(PyExc_ValueError, "the prompt (" + std::to_string(n_prompt) + " tokens, " +
                                 std::to_string(n_audio) + " of them audio) does not fit the context (n_ctx=" +
                                 std::to_string(n_ctx_) + ")");
             }
@@ -220,7 +214,7 @@ public:
                 if (mtmd_input_chunk_get_n_tokens(mtmd_input_chunks_get(chunks.get(), i)) > 0) last = i;
             }
             if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(chunks.get(), last)) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
-                throw asr_error(PyExc_ValueError, "the prompt must have text after the media marker " + marker_ +
+                throw native_error(PyExc_ValueError, "the prompt must have text after the media marker " + marker_ +
                                 " (e.g. <|im_end|>\\n<|im_start|>assistant\\n)");
             }
 
@@ -238,13 +232,13 @@ public:
                 } else {
                     r = mtmd_encode_chunk(mctx_, c);
                     encode_ms += ms_since(t0);
-                    if (r != 0) throw asr_error(PyExc_RuntimeError, with_errors("the audio encoder failed (code " + std::to_string(r) + ")"));
+                    if (r != 0) throw native_error(PyExc_RuntimeError, with_errors("the audio encoder failed (code " + std::to_string(r) + ")"));
                     t0 = std::chrono::steady_clock::now();
                     r = mtmd_helper_decode_image_chunk(mctx_, ctx_, c, mtmd_get_output_embd(mctx_), n_past, 0,
                                                        (int32_t) n_batch_, &new_past, nullptr, nullptr);
                     prefill_ms += ms_since(t0);
                 }
-                if (r != 0) throw asr_error(PyExc_RuntimeError, with_errors("prefill failed (code " + std::to_string(r) + ") at chunk " + std::to_string(i)));
+                if (r != 0) throw native_error(PyExc_RuntimeError, with_errors("prefill failed (code " + std::to_string(r) + ") at chunk " + std::to_string(i)));
                 n_past = new_past;
             }
 
@@ -252,7 +246,7 @@ public:
             auto t0 = std::chrono::steady_clock::now();
             for (int step = 0; step < max_new_tokens && n_past < (llama_pos) n_ctx_; ++step) {
                 const float * logits = llama_get_logits_ith(ctx_, -1);
-                if (!logits) throw asr_error(PyExc_RuntimeError, with_errors("no logits after decoding"));
+                if (!logits) throw native_error(PyExc_RuntimeError, with_errors("no logits after decoding"));
                 const llama_token tok = (llama_token) (std::max_element(logits, logits + n_vocab_) - logits);
                 if (return_logits) all_logits.insert(all_logits.end(), logits, logits + n_vocab_);
                 if (llama_vocab_is_eog(vocab_, tok)) break;
@@ -260,7 +254,7 @@ public:
                 if (step + 1 == max_new_tokens || n_past + 1 >= (llama_pos) n_ctx_) break;  // no logits needed
                 llama_token t = tok;
                 const int32_t r = llama_decode(ctx_, llama_batch_get_one(&t, 1));
-                if (r != 0) throw asr_error(PyExc_RuntimeError, with_errors("llama_decode failed (code " + std::to_string(r) + ") at position " + std::to_string(n_past)));
+                if (r != 0) throw native_error(PyExc_RuntimeError, with_errors("llama_decode failed (code " + std::to_string(r) + ") at position " + std::to_string(n_past)));
                 ++n_past;
             }
             decode_ms = ms_since(t0);
@@ -297,7 +291,7 @@ public:
         {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mu_);
-            if (!ctx_) throw asr_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
+            if (!ctx_) throw native_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
             std::string buf(64, '\0');
             for (llama_token t : ids) {
                 // special=false: CONTROL tokens render as nothing; user-defined ones always render
@@ -306,7 +300,7 @@ public:
                     buf.resize((size_t) -n);
                     n = llama_token_to_piece(vocab_, t, buf.data(), (int32_t) buf.size(), 0, !skip_special);
                 }
-                if (n < 0) throw asr_error(PyExc_ValueError, "cannot render token " + std::to_string(t));
+                if (n < 0) throw native_error(PyExc_ValueError, "cannot render token " + std::to_string(t));
                 bytes.append(buf.data(), (size_t) n);
             }
         }
@@ -324,14 +318,14 @@ public:
         check_open();
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lock(mu_);
-        if (!ctx_) throw asr_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
+        if (!ctx_) throw native_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
         std::vector<llama_token> out(text.size() + 8);
         int32_t n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, true);
         if (n < 0) {
             out.resize((size_t) -n);
             n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, true);
         }
-        if (n < 0) throw asr_error(PyExc_ValueError, "cannot tokenize the text");
+        if (n < 0) throw native_error(PyExc_ValueError, "cannot tokenize the text");
         out.resize((size_t) n);
         return out;
     }
@@ -387,14 +381,6 @@ private:
 }  // namespace
 
 void register_asr_bindings(py::module_ & m) {
-    py::register_local_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const asr_error & e) {
-            PyErr_SetString(e.type, e.msg.c_str());
-        }
-    });
-
     py::class_<AsrModel>(m, "AsrModel",
         "Fun-ASR-Nano: the GGUF LLM (libllama) + the funasr mmproj (libmtmd) for greedy transcription.\n"
         "Calls from several threads on one object are serialized.")

@@ -7,9 +7,20 @@
 #include "llama.h"
 
 #include <cstdint>
+#include <exception>
 #include <string>
+#include <utility>
 
 namespace funasr_py {
+// A Python exception raised where the GIL is released; _core's exception translator turns it
+// into `type(msg)` once the GIL is back.
+struct native_error : std::exception {
+    PyObject * type;
+    std::string msg;
+    native_error(PyObject * t, std::string m) : type(t), msg(std::move(m)) {}
+    const char * what() const noexcept override { return msg.c_str(); }
+};
+
 // FileNotFoundError / IsADirectoryError / PermissionError / ValueError naming the path
 void check_gguf_file(const std::string & path);
 std::string fspath(const pybind11::handle & obj);   // str or os.PathLike -> str

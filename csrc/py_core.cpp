@@ -72,12 +72,7 @@ struct error_capture {
 
 // A Python exception raised where the GIL is released: thrown as C++, set as the
 // Python error by the translator registered in the module (after the GIL is back).
-struct native_error : std::exception {
-    PyObject * type;
-    std::string msg;
-    native_error(PyObject * t, std::string m) : type(t), msg(std::move(m)) {}
-    const char * what() const noexcept override { return msg.c_str(); }
-};
+using funasr_py::native_error;
 
 // ----------------------------------------------------------------------------- helpers
 void check_gguf_file(const std::string & path) {
