@@ -148,7 +148,8 @@ public:
 
     bool closed() const { return closed_.load(); }
 
-    py::dict generate(const py::array & samples_obj, const std::string & prompt, int max_new_tokens, bool return_logits) {
+    py::dict generate(const py::array & samples_obj, const std::string & prompt, int max_new_tokens, bool return_logits,
+                      bool ignore_eos) {
         check_open();
         if (max_new_tokens < 0) raise(PyExc_ValueError, "max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
         if (samples_obj.ndim() != 1) {
@@ -173,8 +174,8 @@ public:
 
         std::vector<llama_token> out;
         std::vector<float> all_logits;  // return_logits: the logits each generated token was picked from
-        int64_t n_prompt = 0, n_audio = 0;
-        double encode_ms = 0, prefill_ms = 0, decode_ms = 0;
+        int64_t n_prompt = 0, n_audio = 0, n_decoded = 0;  // n_decoded: llama_decode calls after the prefill
+        double frontend_ms = 0, encode_ms = 0, prefill_ms = 0, decode_ms = 0;
         {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mu_);
@@ -190,7 +191,9 @@ public:
             if (!bitmap || !chunks) throw native_error(PyExc_MemoryError, "cannot allocate the mtmd input");
             mtmd_input_text text{prompt.c_str(), prompt.size(), /*add_special*/ false, /*parse_special*/ true};
             const mtmd_bitmap * bitmaps[1] = {bitmap.get()};
-            const int32_t rc = mtmd_tokenize(mctx_, chunks.get(), &text, bitmaps, 1);
+            const auto t_tok = std::chrono::steady_clock::now();
+            const int32_t rc = mtmd_tokenize(mctx_, chunks.get(), &text, bitmaps, 1);  // runs the fbank + LFR frontend
+            frontend_ms = ms_since(t_tok);
             if (rc != 0) {
                 throw native_error(rc == 1 ? PyExc_ValueError : PyExc_RuntimeError,
                                 with_errors("cannot tokenize the prompt and audio (mtmd_tokenize code " + std::to_string(rc) + ")"));
@@ -242,13 +245,15 @@ public:
                 n_past = new_past;
             }
 
-            // greedy decoding: argmax of the last logits (the first maximum on ties, like torch.argmax)
+            // greedy decoding: argmax of the last logits (the first maximum on ties, like torch.argmax);
+            // ignore_eos (benchmarks): the argmax over the non-EOG tokens, so exactly max_new_tokens come out
             auto t0 = std::chrono::steady_clock::now();
             for (int step = 0; step < max_new_tokens && n_past < (llama_pos) n_ctx_; ++step) {
                 const float * logits = llama_get_logits_ith(ctx_, -1);
                 if (!logits) throw native_error(PyExc_RuntimeError, with_errors("no logits after decoding"));
-                const llama_token tok = (llama_token) (std::max_element(logits, logits + n_vocab_) - logits);
+                llama_token tok = (llama_token) (std::max_element(logits, logits + n_vocab_) - logits);
                 if (return_logits) all_logits.insert(all_logits.end(), logits, logits + n_vocab_);
+                if (ignore_eos) tok = best_non_eog(logits, tok);
                 if (llama_vocab_is_eog(vocab_, tok)) break;
                 out.push_back(tok);
                 if (step + 1 == max_new_tokens || n_past + 1 >= (llama_pos) n_ctx_) break;  // no logits needed
@@ -256,6 +261,7 @@ public:
                 const int32_t r = llama_decode(ctx_, llama_batch_get_one(&t, 1));
                 if (r != 0) throw native_error(PyExc_RuntimeError, with_errors("llama_decode failed (code " + std::to_string(r) + ") at position " + std::to_string(n_past)));
                 ++n_past;
+                ++n_decoded;
             }
             decode_ms = ms_since(t0);
         }
@@ -263,9 +269,11 @@ public:
         d["tokens"] = py::cast(out);
         d["n_prompt_tokens"] = n_prompt;
         d["n_audio_tokens"] = n_audio;
+        d["frontend_ms"] = frontend_ms;
         d["encode_ms"] = encode_ms;
         d["prefill_ms"] = prefill_ms;
         d["decode_ms"] = decode_ms;
+        d["n_decoded_tokens"] = n_decoded;
         if (return_logits) {
             const py::ssize_t rows = (py::ssize_t) (all_logits.size() / (size_t) n_vocab_);
             py::array_t<float> a({rows, (py::ssize_t) n_vocab_});
@@ -350,6 +358,16 @@ public:
     }
 
 private:
+    // tok when it is not an end-of-generation token, else the highest-scoring token that is not
+    llama_token best_non_eog(const float * logits, llama_token tok) const {
+        if (!llama_vocab_is_eog(vocab_, tok)) return tok;
+        llama_token best = -1;
+        for (int32_t i = 0; i < n_vocab_; ++i) {
+            if (!llama_vocab_is_eog(vocab_, i) && (best < 0 || logits[i] > logits[best])) best = i;
+        }
+        return best < 0 ? tok : best;
+    }
+
     void check_open() const {
         if (closed_.load()) raise(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
     }
@@ -394,12 +412,14 @@ void register_asr_bindings(py::module_ & m) {
              "kv_type 'f16'/'f32'/'bf16'/'q8_0'. Raises FileNotFoundError / ValueError naming the path, and\n"
              "ValueError when the mmproj's embedding width does not match the LLM's.")
         .def("generate", &AsrModel::generate, py::arg("samples"), py::arg("prompt"), py::kw_only(),
-             py::arg("max_new_tokens") = 512, py::arg("return_logits") = false,
+             py::arg("max_new_tokens") = 512, py::arg("return_logits") = false, py::arg("ignore_eos") = false,
              "Transcribe samples (1-D float, 16 kHz mono) with prompt, the full ChatML text containing the\n"
              "media marker '<__media__>' once (see funasr_cpp.prompt.build_prompt). Greedy decoding from an\n"
-             "empty KV cache until an end-of-generation token or max_new_tokens. Returns {'tokens': generated\n"
-             "ids without the EOG, 'n_prompt_tokens': prompt length incl. audio rows, 'n_audio_tokens',\n"
-             "'encode_ms', 'prefill_ms', 'decode_ms'}; with return_logits also 'logits': float32\n"
+             "empty KV cache until an end-of-generation token or max_new_tokens (ignore_eos, for benchmarks:\n"
+             "never stop early; EOG tokens are skipped). Returns {'tokens': generated ids without the EOG,\n"
+             "'n_prompt_tokens': prompt length incl. audio rows, 'n_audio_tokens', 'frontend_ms' (fbank + LFR,\n"
+             "in mtmd_tokenize), 'encode_ms', 'prefill_ms', 'decode_ms', 'n_decoded_tokens' (single-token\n"
+             "llama_decode calls in decode_ms)}; with return_logits also 'logits': float32\n"
              "[n_steps, n_vocab], the logits each step's argmax was taken from (incl. a final EOG step).")
         .def("token_bytes", &AsrModel::token_bytes, py::arg("ids"), py::kw_only(), py::arg("skip_special") = true,
              "The concatenated bytes of ids (skip_special: control tokens such as <|im_end|> give nothing).")

@@ -120,7 +120,30 @@ def test_tokens_and_text_equal_upstream(setup, upstream, asr, name, option):
     assert postprocess(asr.detokenize(ours)) == up["text"]
     assert len(up["text"]) > 0
     assert 0 < res["n_audio_tokens"] < res["n_prompt_tokens"]
-    assert all(res[k] >= 0 for k in ("encode_ms", "prefill_ms", "decode_ms"))
+    assert all(res[k] >= 0 for k in ("frontend_ms", "encode_ms", "prefill_ms", "decode_ms"))
+    assert res["n_decoded_tokens"] == len(ours) - 1  # the first token comes from the prefill's logits
+
+
+def test_ignore_eos_generates_the_whole_budget(tmp_path):
+    # the default (unsoftened) tiny model ends its answer early on some noise inputs
+    write_checkpoint(tmp_path / "nano", seed=0, ctc=False)
+    llm, mmproj = convert(tmp_path / "nano", tmp_path / "gguf", llm_type="f32", mmproj_type="f32", progress=False)
+    n = 64
+    with _core.AsrModel(llm, mmproj, n_threads=1) as m:
+        eog = np.array([m.is_eog(i) for i in range(m.n_vocab)])
+        rng = np.random.default_rng(0)
+        stopped_early = 0
+        for _ in range(16):
+            x = (rng.standard_normal(int(rng.integers(400, 32000))) * 0.1 * rng.random()).astype(np.float32)
+            plain = m.generate(x, build_prompt(), max_new_tokens=n)
+            full = m.generate(x, build_prompt(), max_new_tokens=n, ignore_eos=True, return_logits=True)
+            tokens = np.array(full["tokens"])
+            assert len(tokens) == n and full["n_decoded_tokens"] == n - 1 and not eog[tokens].any()
+            # every token is the first maximum of its logits over the non-EOG tokens
+            assert (np.where(eog, -np.inf, full["logits"]).argmax(axis=1) == tokens).all()
+            assert full["tokens"][:len(plain["tokens"])] == plain["tokens"]
+            stopped_early += len(plain["tokens"]) < n
+        assert stopped_early >= 1  # the EOG-skipping path was exercised
 
 
 def test_iso_codes_give_the_same_prompt():

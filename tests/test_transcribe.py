@@ -85,7 +85,8 @@ def test_transcribe_equals_upstream(setup, model, upstream, option):
     assert res.language == OPTIONS[option].get("language")
     t = res.timings
     assert t["n_generated_tokens"] == MAX_TOKENS and t["tokens_per_s"] > 0 and t["real_time_factor"] > 0
-    assert all(t[k] >= 0 for k in ("load_ms", "encode_ms", "prefill_ms", "decode_ms"))
+    assert all(t[k] >= 0 for k in ("load_ms", "frontend_ms", "encode_ms", "prefill_ms", "decode_ms"))
+    assert t["n_decoded_tokens"] == MAX_TOKENS - 1 and t["n_prompt_tokens"] > 0 and t["prefill_tokens_per_s"] > 0
 
 
 def test_array_and_bytes_inputs(setup, model, upstream):
@@ -266,7 +267,7 @@ class _LoopingAsr:
         self.asr, self.prefix, self.loop, self.eog = asr, prefix, loop, eog
         self.closed = False
 
-    def generate(self, samples, prompt, *, max_new_tokens):
+    def generate(self, samples, prompt, *, max_new_tokens, ignore_eos=False):
         res = self.asr.generate(samples, prompt, max_new_tokens=1)
         toks = (self.prefix + self.loop * 1000)[:max_new_tokens]
         if self.eog:

@@ -180,14 +180,16 @@ class Model:
                    itn: bool = True, hotwords: Optional[Sequence[str]] = None, max_new_tokens: int = 512,
                    segment: Optional[str] = None, max_segment_seconds: float = 30.0,
                    max_tokens_per_second: Optional[float] = TOKENS_PER_SECOND, repetition_guard: bool = True,
-                   progress: Optional[Callable[[float, float], Any]] = None) -> Transcription:
+                   progress: Optional[Callable[[float, float], Any]] = None, ignore_eos: bool = False) -> Transcription:
         """Transcribe a path (WAV/FLAC/OGG/MP3), bytes of such a file, or a numpy array
         plus its ``sample_rate`` (any rate, any channel count; resampled to 16 kHz mono).
 
         ``segment``: None = one segment when the audio is at most ``max_segment_seconds``,
         else silence-aware splitting; ``"silence"`` / ``"fixed"`` always split that way.
         ``progress(done_seconds, total_seconds)`` is called after each segment.
-        ``max_tokens_per_second`` (None: off) and ``repetition_guard``: see the module docstring."""
+        ``max_tokens_per_second`` (None: off) and ``repetition_guard``: see the module docstring.
+        ``ignore_eos`` (benchmarking, like llama.cpp's ``--ignore-eos``): every segment generates its
+        whole token budget, end-of-turn tokens are skipped."""
         name, itn, words = _check_options(language, itn, hotwords, max_new_tokens, segment, max_segment_seconds)
         if self.closed:
             raise RuntimeError("the model is closed")
@@ -207,8 +209,8 @@ class Model:
             spans = [(int(a), int(b)) for a, b in
                      split_utterances(x, max_seconds=max_segment_seconds, mode=segment or "silence")]
         prompt = build_prompt(name, itn, words)
-        timings = {"load_ms": self.load_ms, "encode_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0,
-                   "n_generated_tokens": 0}
+        timings = {"load_ms": self.load_ms, "frontend_ms": 0.0, "encode_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0,
+                   "n_prompt_tokens": 0, "n_generated_tokens": 0, "n_decoded_tokens": 0}
         segments: list[Segment] = []
         done = -1.0
         for a, b in spans:
@@ -217,7 +219,7 @@ class Model:
             seconds = (b - a) / SAMPLE_RATE
             budget = token_budget(seconds, max_new_tokens, max_tokens_per_second)
             with self._lock:
-                res = self._asr.generate(x[a:b], prompt, max_new_tokens=budget)
+                res = self._asr.generate(x[a:b], prompt, max_new_tokens=budget, ignore_eos=ignore_eos)
                 tokens = list(res["tokens"])
                 cut = False
                 if repetition_guard and len(tokens) >= budget:  # ran out of budget: maybe a runaway loop
@@ -225,9 +227,11 @@ class Model:
                     if keep is not None:
                         tokens, cut = tokens[:keep], True
                 text = postprocess(self._asr.detokenize(tokens))
-            for k in ("encode_ms", "prefill_ms", "decode_ms"):
+            for k in ("frontend_ms", "encode_ms", "prefill_ms", "decode_ms"):
                 timings[k] += float(res[k])
             timings["n_generated_tokens"] += len(res["tokens"])
+            timings["n_prompt_tokens"] += int(res["n_prompt_tokens"])
+            timings["n_decoded_tokens"] += int(res["n_decoded_tokens"])
             segments.append(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, text, tokens, cut))
             if progress is not None:
                 done = b / SAMPLE_RATE
@@ -236,8 +240,11 @@ class Model:
             progress(total, total)
         wall = time.perf_counter() - wall0
         timings["total_ms"] = wall * 1000.0
-        timings["tokens_per_s"] = (timings["n_generated_tokens"] / (timings["decode_ms"] / 1000.0)
+        # the first token of a segment comes from the prefill's logits: decode speed counts llama_decode calls
+        timings["tokens_per_s"] = (timings["n_decoded_tokens"] / (timings["decode_ms"] / 1000.0)
                                    if timings["decode_ms"] > 0 else 0.0)
+        timings["prefill_tokens_per_s"] = (timings["n_prompt_tokens"] / (timings["prefill_ms"] / 1000.0)
+                                           if timings["prefill_ms"] > 0 else 0.0)
         timings["real_time_factor"] = wall / total if total > 0 else 0.0
         return Transcription(_join_texts(s.text for s in segments), segments, name, total, timings)
 
