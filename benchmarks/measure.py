@@ -1,0 +1,177 @@
+"""One measurement in a fresh process (so peak RSS and thread settings belong to it alone).
+
+    python benchmarks/measure.py KIND '{"threads": 2, ...}'   ->  one JSON line on stdout
+
+KIND: roofline (memory bandwidth, f32 GEMM), ours (funasr-cpp transcribe), torch (upstream
+funasr AutoModel). Every run generates exactly `tokens` tokens per segment (end-of-turn ignored).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def median_of(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------
+def roofline(spec: dict) -> dict:
+    """Read and copy bandwidth over 1 GiB (numpy kernels release the GIL: one Python thread per
+    core), and f32 GEMM GFLOP/s (torch.mm, 2048^3, MKL/oneDNN) at `threads` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    n = spec["threads"]
+    torch.set_num_threads(n)
+    a = np.ones(spec.get("bytes", 1 << 30) // 4, np.float32)
+    b = np.empty_like(a)
+    parts = np.array_split(np.arange(a.size), n)
+    spans = [(int(p[0]), int(p[-1]) + 1) for p in parts]
+    pool = ThreadPoolExecutor(n)
+
+    def read():
+        list(pool.map(lambda s: np.add.reduce(a[s[0]:s[1]]), spans))
+
+    def copy():
+        list(pool.map(lambda s: np.copyto(b[s[0]:s[1]], a[s[0]:s[1]]), spans))
+
+    runs = spec.get("runs", 5)
+    t_read = median_of(read, runs)
+    t_copy = median_of(copy, runs)
+    m = spec.get("gemm", 2048)
+    x, y = torch.randn(m, m), torch.randn(m, m)
+    t_mm = median_of(lambda: torch.mm(x, y), runs)
+    return {"threads": n, "read_gbps": a.nbytes / t_read / 1e9, "copy_gbps": 2 * a.nbytes / t_copy / 1e9,
+            "gemm_gflops": 2.0 * m ** 3 / t_mm / 1e9}
+
+
+# ---------------------------------------------------------------------------------------------
+def ours(spec: dict) -> dict:
+    """funasr-cpp: Model load (median of `runs` warm loads) and Model.transcribe on the wav file."""
+    from funasr_cpp import Model
+
+    kwargs = {"n_threads": spec["threads"]}
+    loads = []
+    for _ in range(spec["runs"] + 1):  # the first load warms the page cache
+        m = Model(spec["llm"], spec["mmproj"], **kwargs)
+        loads.append(m.load_ms)
+        m.close()
+    model = Model(spec["llm"], spec["mmproj"], **kwargs)
+    opts = {"max_new_tokens": spec["tokens"], "max_tokens_per_second": None, "repetition_guard": False,
+            "ignore_eos": True}
+    model.transcribe(spec["audio"], **opts)  # warm-up
+    runs = []
+    for _ in range(spec["runs"]):
+        r = model.transcribe(spec["audio"], **opts)
+        t = r.timings
+        runs.append({"total_ms": t["total_ms"], "frontend_ms": t["frontend_ms"], "encode_ms": t["encode_ms"],
+                     "prefill_ms": t["prefill_ms"], "decode_ms": t["decode_ms"],
+                     "n_prompt_tokens": t["n_prompt_tokens"], "n_generated_tokens": t["n_generated_tokens"],
+                     "n_decoded_tokens": t["n_decoded_tokens"], "segments": len(r.segments)})
+    return {"load_ms": statistics.median(loads[1:]), "runs": runs, "duration_s": r.duration,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+# ---------------------------------------------------------------------------------------------
+class _Timer:
+    def __init__(self):
+        self.ms = 0.0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.ms += (time.perf_counter() - t0) * 1000.0
+        return timed
+
+
+def torch_(spec: dict) -> dict:
+    """Upstream funasr AutoModel (fp32, CPU): model.generate per segment with the same segment
+    spans as ours, max_length=min_new_tokens=`tokens`. Stage times from wrapped upstream calls."""
+    import soundfile as sf
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    torch.set_num_threads(spec["threads"])
+    import funasr.models.fun_asr_nano.model  # noqa: F401  (registers FunASRNano)
+    from funasr import AutoModel
+    from funasr.frontends.wav_frontend import WavFrontend
+
+    t0 = time.perf_counter()
+    # ncpu: AutoModel sets torch's thread count itself (default 4)
+    auto = AutoModel(model=spec["model_dir"], device="cpu", hub="ms", disable_update=True, disable_pbar=True,
+                     ncpu=spec["threads"])
+    assert torch.get_num_threads() == spec["threads"]
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    net = auto.model
+    # the CTC timestamp branch needs torchaudio (not installable here) and is not what we run either
+    net.ctc_decoder = None
+
+    frontend, encoder, generate = _Timer(), _Timer(), _Timer()
+    WavFrontend.forward = frontend.wrap(WavFrontend.forward)
+    net.encode = encoder.wrap(net.encode)
+    net.audio_adaptor.forward = encoder.wrap(net.audio_adaptor.forward)
+    net.llm.generate = generate.wrap(net.llm.generate)
+
+    class StepTimes(LogitsProcessor):
+        """Called once per generated token, right after that step's forward pass."""
+        def __init__(self):
+            self.times = []
+
+        def __call__(self, input_ids, scores):
+            self.times.append(time.perf_counter())
+            return scores
+
+    def transcribe():
+        for t in (frontend, encoder, generate):
+            t.ms = 0.0
+        steps = StepTimes()
+        decode_ms, n_decoded = 0.0, 0
+        t0 = time.perf_counter()
+        x, sr = sf.read(spec["audio"], dtype="float32")
+        x = torch.from_numpy(x)  # FunASRNano takes a path or a tensor
+        assert sr == 16000
+        for a, b in spec["spans"]:
+            steps.times.clear()
+            auto.generate(input=[x[a:b]], cache={}, batch_size=1, max_length=spec["tokens"],
+                          llm_kwargs={"min_new_tokens": spec["tokens"], "logits_processor": LogitsProcessorList([steps])})
+            decode_ms += (steps.times[-1] - steps.times[0]) * 1000.0
+            n_decoded += len(steps.times) - 1
+        total_ms = (time.perf_counter() - t0) * 1000.0
+        return {"total_ms": total_ms, "frontend_ms": frontend.ms, "encode_ms": encoder.ms,
+                "prefill_ms": generate.ms - decode_ms, "decode_ms": decode_ms,
+                "n_generated_tokens": n_decoded + len(spec["spans"]), "n_decoded_tokens": n_decoded,
+                "segments": len(spec["spans"])}
+
+    transcribe()  # warm-up (the first call also runs with a bf16 prompt embedding)
+    runs = [transcribe() for _ in range(spec["runs"])]
+    return {"load_ms": load_ms, "runs": runs, "peak_rss_mb": peak_rss_mb()}
+
+
+KINDS = {"roofline": roofline, "ours": ours, "torch": torch_}
+
+if __name__ == "__main__":
+    kind, spec = sys.argv[1], json.loads(sys.argv[2])
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    result = KINDS[kind](spec)
+    print(json.dumps(result))

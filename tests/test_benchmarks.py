@@ -1,0 +1,46 @@
+"""Smoke run of the benchmark harness (benchmarks/bench.py --tiny) on the tiny weights: it runs
+end to end and compares like with like (same segments, same number of generated tokens)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_tiny_smoke(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--tiny", "--work", str(tmp_path),
+                           "--out", str(out), "--threads", "1", "--llama-bench", str(tmp_path / "no-llama-bench")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "llama-bench not found" in proc.stderr
+
+    results = json.loads((out / "results.json").read_text())
+    tokens = results["setup"]["tokens"]
+    jobs = list(results["jobs"].values())
+    kinds = {j["kind"] for j in jobs}
+    assert kinds == {"roofline", "ours", "torch"}
+    (roof,) = [j for j in jobs if j["kind"] == "roofline"]
+    assert roof["read_gbps"] > 0.1 and roof["gemm_gflops"] > 0.1
+
+    for seconds, n_segments in results["setup"]["segments"].items():
+        pair = [j for j in jobs if j["seconds"] == float(seconds) and j["kind"] in ("ours", "torch")
+                and j.get("llm", "q8_0") == "q8_0" and j.get("mmproj", "f16") == "f16"]
+        assert {j["kind"] for j in pair} == {"ours", "torch"}
+        for j in pair:
+            assert j["peak_rss_mb"] > 10 and j["load_ms"] > 0
+            for r in j["runs"]:
+                # same segmentation and exactly `tokens` generated per segment on both sides
+                assert r["segments"] == n_segments
+                assert r["n_generated_tokens"] == tokens * n_segments
+                assert r["n_decoded_tokens"] == (tokens - 1) * n_segments
+                assert r["total_ms"] >= r["encode_ms"] > 0 and r["decode_ms"] > 0
+    assert results["setup"]["segments"]["40"] >= 2  # the long clip is split
+
+    report = (out / "report.md").read_text()
+    for title in ("Roofline", "Headline", "End to end", "GGUF types", "Encoder + adaptor vs the f32 GEMM bound"):
+        assert title in report
+    assert (out / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
