@@ -66,7 +66,7 @@ public:
         : llm_path_(funasr_py::fspath(llm_obj)), mmproj_path_(funasr_py::fspath(mmproj_obj)) {
         funasr_py::check_gguf_file(llm_path_);
         funasr_py::check_gguf_file(mmproj_path_);
-        if (n_ctx < 0) raise(PyExc_ValueError, "n_ctx must be >= 0 (0 = the model's training context), got " + std::to_string(n_ctx));
+        if (n_ctx < 0) raise(PyExc_ValueError, "n_ctx must be >= 0 (0 = sized to each input), got " + std::to_string(n_ctx));
         if (n_batch < 1) raise(PyExc_ValueError, "n_batch must be >= 1, got " + std::to_string(n_batch));
         const int32_t threads = funasr_py::thread_count(n_threads);
         const llama_flash_attn_type fa = funasr_py::parse_flash_attn(flash_attn);
@@ -100,9 +100,14 @@ public:
                     } else if (!mtmd_support_audio(mctx_)) {
                         failure = NO_AUDIO;
                     } else {
-                        llama_context_params cp = llama_context_default_params();
-                        cp.n_ctx = (uint32_t) n_ctx;
+                        llama_context_params & cp = cparams_;
+                        cp = llama_context_default_params();
+                        auto_ctx_ = n_ctx == 0;
+                        cp.n_ctx = auto_ctx_ ? AUTO_CTX_STEP : (uint32_t) n_ctx;
                         cp.n_batch = (uint32_t) n_batch;
+                        // llama.cpp reserves logits for a whole ubatch (n_ubatch x n_vocab floats: 311 MB at
+                        // 512); we only ever read the last token's, and prefill is compute-bound either way
+                        cp.n_ubatch = (uint32_t) std::min(n_batch, 128);
                         cp.n_seq_max = 1;
                         cp.n_threads = cp.n_threads_batch = threads;
                         cp.flash_attn_type = fa;
@@ -206,6 +211,7 @@ public:
                 if (mtmd_input_chunk_get_type(c) != MTMD_INPUT_CHUNK_TYPE_TEXT) n_audio += n;
             }
             if (n_prompt == 0) throw native_error(PyExc_ValueError, "the prompt is empty");
+            if (auto_ctx_) fit_context(n_prompt + max_new_tokens);
             if (n_prompt > (int64_t) n_ctx_) {
                 throw native_error(PyExc_ValueError, "the prompt (" + std::to_string(n_prompt) + " tokens, " +
                                 std::to_string(n_audio) + " of them audio) does not fit the context (n_ctx=" +
@@ -358,6 +364,24 @@ public:
     }
 
 private:
+    static constexpr uint32_t AUTO_CTX_STEP = 1024;
+
+    // n_ctx=0: a context of the smallest multiple of AUTO_CTX_STEP cells holding n tokens (at most
+    // the training context), recreated only when an input needs more than the current one
+    void fit_context(int64_t n) {
+        const int64_t cap = std::max<int64_t>(llama_model_n_ctx_train(model_), AUTO_CTX_STEP);
+        const int64_t want = std::min(cap, (n + AUTO_CTX_STEP - 1) / AUTO_CTX_STEP * AUTO_CTX_STEP);
+        if (want <= (int64_t) n_ctx_) return;
+        llama_free(ctx_);
+        cparams_.n_ctx = (uint32_t) want;
+        ctx_ = llama_init_from_model(model_, cparams_);
+        if (!ctx_) {
+            closed_ = true;  // the model cannot be used without a context
+            throw native_error(PyExc_MemoryError, with_errors("cannot create a llama.cpp context of " + std::to_string(want) + " tokens"));
+        }
+        n_ctx_ = llama_n_ctx(ctx_);
+    }
+
     // tok when it is not an end-of-generation token, else the highest-scoring token that is not
     llama_token best_non_eog(const float * logits, llama_token tok) const {
         if (!llama_vocab_is_eog(vocab_, tok)) return tok;
@@ -390,6 +414,8 @@ private:
     const llama_vocab * vocab_ = nullptr;
     int32_t n_vocab_ = 0, n_embd_ = 0;
     uint32_t n_ctx_ = 0, n_batch_ = 0;
+    bool auto_ctx_ = false;
+    llama_context_params cparams_{};
     int sample_rate_ = 16000;
     std::string marker_ = "<__media__>";
     std::mutex mu_;
@@ -405,10 +431,11 @@ void register_asr_bindings(py::module_ & m) {
         .def(py::init<const py::object &, const py::object &, int, int, bool, int, int, const std::string &,
                       const std::string &>(),
              py::arg("llm_path"), py::arg("mmproj_path"), py::kw_only(), py::arg("n_threads") = 0,
-             py::arg("n_gpu_layers") = -1, py::arg("use_gpu") = true, py::arg("n_ctx") = 4096,
+             py::arg("n_gpu_layers") = -1, py::arg("use_gpu") = true, py::arg("n_ctx") = 0,
              py::arg("n_batch") = 512, py::arg("flash_attn") = "auto", py::arg("kv_type") = "f16",
              "Load the LLM and mmproj GGUFs (str or os.PathLike). n_threads=0: all cores; n_gpu_layers=-1:\n"
-             "all LLM layers on the GPU; use_gpu: the mmproj on the GPU; flash_attn 'auto'/'on'/'off';\n"
+             "all LLM layers on the GPU; use_gpu: the mmproj on the GPU; n_ctx=0: the KV cache is sized to each\n"
+             "input (multiples of 1024 tokens, grown when needed); flash_attn 'auto'/'on'/'off';\n"
              "kv_type 'f16'/'f32'/'bf16'/'q8_0'. Raises FileNotFoundError / ValueError naming the path, and\n"
              "ValueError when the mmproj's embedding width does not match the LLM's.")
         .def("generate", &AsrModel::generate, py::arg("samples"), py::arg("prompt"), py::kw_only(),

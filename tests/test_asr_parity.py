@@ -146,6 +146,21 @@ def test_ignore_eos_generates_the_whole_budget(tmp_path):
         assert stopped_early >= 1  # the EOG-skipping path was exercised
 
 
+def test_context_is_sized_to_the_input(setup):
+    x = setup["samples"]["speech-zh"]
+    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:  # n_ctx=0: automatic
+        assert m.n_ctx == 1024
+        m.generate(x, build_prompt(), max_new_tokens=8)
+        assert m.n_ctx == 1024
+        # prompt + 1100 new tokens need a second step of 1024 cells
+        res = m.generate(x, build_prompt(), max_new_tokens=1100, ignore_eos=True)
+        assert m.n_ctx == 2048 and len(res["tokens"]) == 1100
+        assert m.generate(x, build_prompt(), max_new_tokens=8)["tokens"] == res["tokens"][:8]
+    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1, n_ctx=256) as m:  # a fixed size is kept
+        res = m.generate(x, build_prompt(), max_new_tokens=1100, ignore_eos=True)
+        assert m.n_ctx == 256 and res["n_prompt_tokens"] + len(res["tokens"]) == 256
+
+
 def test_iso_codes_give_the_same_prompt():
     assert build_prompt(language="zh") == build_prompt(language="中文")
     assert build_prompt(language="EN") == build_prompt(language="英文")

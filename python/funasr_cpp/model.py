@@ -127,11 +127,14 @@ def _check_options(language, itn, hotwords, max_new_tokens, segment, max_segment
 
 class Model:
     """A loaded Fun-ASR-Nano model (LLM GGUF + mmproj GGUF). Reusable and thread-safe (calls
-    into the native model are serialized); ``close()`` or use as a context manager."""
+    into the native model are serialized); ``close()`` or use as a context manager.
+
+    ``n_ctx=0`` (default) sizes the LLM's KV cache to the input: 1024 tokens (a 30 s segment and
+    its answer), grown in steps of 1024 when a longer segment comes; a fixed ``n_ctx`` caps it."""
 
     def __init__(self, llm_gguf: Union[str, os.PathLike], mmproj_gguf: Union[str, os.PathLike], *,
                  n_threads: Optional[int] = None, n_gpu_layers: int = -1, use_gpu: bool = True,
-                 n_ctx: int = 4096, flash_attn: str = "auto", n_batch: int = 512, kv_type: str = "f16"):
+                 n_ctx: int = 0, flash_attn: str = "auto", n_batch: int = 512, kv_type: str = "f16"):
         t0 = time.perf_counter()
         self._asr = _core.AsrModel(os.fspath(llm_gguf), os.fspath(mmproj_gguf),
                                    n_threads=0 if n_threads is None else int(n_threads),
