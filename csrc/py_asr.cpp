@@ -180,15 +180,13 @@ public:
         std::vector<llama_token> out;
         std::vector<float> all_logits;  // return_logits: the logits each generated token was picked from
         int64_t n_prompt = 0, n_audio = 0, n_decoded = 0;  // n_decoded: llama_decode calls after the prefill
+        int64_t n_cached = 0;  // prompt tokens whose KV came from the previous call
         double frontend_ms = 0, encode_ms = 0, prefill_ms = 0, decode_ms = 0;
         {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mu_);
             if (!ctx_) throw native_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
             funasr_py::errors_begin();
-            llama_memory_t mem = llama_get_memory(ctx_);
-            if (mem) llama_memory_clear(mem, true);  // every call starts from an empty KV cache
-
             struct bitmap_del { void operator()(mtmd_bitmap * b) const { mtmd_bitmap_free(b); } };
             struct chunks_del { void operator()(mtmd_input_chunks * c) const { mtmd_input_chunks_free(c); } };
             std::unique_ptr<mtmd_bitmap, bitmap_del> bitmap(mtmd_bitmap_init_from_audio(samples.size(), samples.data()));
@@ -227,9 +225,31 @@ public:
                                 " (e.g. <|im_end|>\\n<|im_start|>assistant\\n)");
             }
 
-            // prefill: text chunks decoded as tokens, audio chunks encoded then decoded as embeddings
+            // The text before the audio (system turn + instruction) is the same for every call with the
+            // same prompt options: when the KV cache still holds it from the previous call, only the
+            // positions after it are dropped and the prefill starts at the audio. Otherwise every call
+            // starts from an empty cache. Either way the cache content equals a fresh prefill's.
+            std::vector<llama_token> prefix;
+            const mtmd_input_chunk * first = mtmd_input_chunks_get(chunks.get(), 0);
+            if (last > 0 && mtmd_input_chunk_get_type(first) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+                size_t n = 0;
+                const llama_token * t = mtmd_input_chunk_get_tokens_text(first, &n);
+                prefix.assign(t, t + n);
+            }
+            llama_memory_t mem = llama_get_memory(ctx_);
+            size_t start = 0;
             llama_pos n_past = 0;
-            for (size_t i = 0; i <= last; ++i) {
+            if (!prefix.empty() && prefix == kv_prefix_ && mem && llama_memory_seq_rm(mem, 0, (llama_pos) prefix.size(), -1)) {
+                start = 1;
+                n_past = (llama_pos) prefix.size();
+                n_cached = (int64_t) prefix.size();
+            } else {
+                kv_prefix_.clear();
+                if (mem) llama_memory_clear(mem, true);
+            }
+
+            // prefill: text chunks decoded as tokens, audio chunks encoded then decoded as embeddings
+            for (size_t i = start; i <= last; ++i) {
                 const mtmd_input_chunk * c = mtmd_input_chunks_get(chunks.get(), i);
                 if (mtmd_input_chunk_get_n_tokens(c) == 0) continue;  // audio below one frame
                 auto t0 = std::chrono::steady_clock::now();
@@ -248,6 +268,7 @@ public:
                     prefill_ms += ms_since(t0);
                 }
                 if (r != 0) throw native_error(PyExc_RuntimeError, with_errors("prefill failed (code " + std::to_string(r) + ") at chunk " + std::to_string(i)));
+                if (i == 0 && !prefix.empty()) kv_prefix_ = prefix;  // positions [0, prefix) now hold it
                 n_past = new_past;
             }
 
@@ -275,6 +296,7 @@ public:
         d["tokens"] = py::cast(out);
         d["n_prompt_tokens"] = n_prompt;
         d["n_audio_tokens"] = n_audio;
+        d["n_cached_tokens"] = n_cached;
         d["frontend_ms"] = frontend_ms;
         d["encode_ms"] = encode_ms;
         d["prefill_ms"] = prefill_ms;
@@ -373,6 +395,7 @@ private:
         const int64_t want = std::min(cap, (n + AUTO_CTX_STEP - 1) / AUTO_CTX_STEP * AUTO_CTX_STEP);
         if (want <= (int64_t) n_ctx_) return;
         llama_free(ctx_);
+        kv_prefix_.clear();
         cparams_.n_ctx = (uint32_t) want;
         ctx_ = llama_init_from_model(model_, cparams_);
         if (!ctx_) {
@@ -415,6 +438,7 @@ private:
     int32_t n_vocab_ = 0, n_embd_ = 0;
     uint32_t n_ctx_ = 0, n_batch_ = 0;
     bool auto_ctx_ = false;
+    std::vector<llama_token> kv_prefix_;  // the prompt text the KV cache holds at positions [0, size)
     llama_context_params cparams_{};
     int sample_rate_ = 16000;
     std::string marker_ = "<__media__>";
@@ -441,10 +465,11 @@ void register_asr_bindings(py::module_ & m) {
         .def("generate", &AsrModel::generate, py::arg("samples"), py::arg("prompt"), py::kw_only(),
              py::arg("max_new_tokens") = 512, py::arg("return_logits") = false, py::arg("ignore_eos") = false,
              "Transcribe samples (1-D float, 16 kHz mono) with prompt, the full ChatML text containing the\n"
-             "media marker '<__media__>' once (see funasr_cpp.prompt.build_prompt). Greedy decoding from an\n"
-             "empty KV cache until an end-of-generation token or max_new_tokens (ignore_eos, for benchmarks:\n"
+             "media marker '<__media__>' once (see funasr_cpp.prompt.build_prompt). Greedy decoding from a\n"
+             "fresh prefill (see n_cached_tokens) until an end-of-generation token or max_new_tokens (ignore_eos, for benchmarks:\n"
              "never stop early; EOG tokens are skipped). Returns {'tokens': generated ids without the EOG,\n"
-             "'n_prompt_tokens': prompt length incl. audio rows, 'n_audio_tokens', 'frontend_ms' (fbank + LFR,\n"
+             "'n_prompt_tokens': prompt length incl. audio rows, 'n_audio_tokens', 'n_cached_tokens' (leading\n"
+             "prompt tokens kept in the KV cache from the previous call: not prefilled again), 'frontend_ms' (fbank + LFR,\n"
              "in mtmd_tokenize), 'encode_ms', 'prefill_ms', 'decode_ms', 'n_decoded_tokens' (single-token\n"
              "llama_decode calls in decode_ms)}; with return_logits also 'logits': float32\n"
              "[n_steps, n_vocab], the logits each step's argmax was taken from (incl. a final EOG step).")

@@ -146,6 +146,29 @@ def test_ignore_eos_generates_the_whole_budget(tmp_path):
         assert stopped_early >= 1  # the EOG-skipping path was exercised
 
 
+def test_prompt_prefix_kept_in_the_kv_cache(setup):
+    x, y = setup["samples"]["speech-zh"], setup["samples"]["speech-en"]
+    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:
+        first = m.generate(x, build_prompt(), max_new_tokens=16, return_logits=True)
+        again = m.generate(x, build_prompt(), max_new_tokens=16, return_logits=True)
+        other_audio = m.generate(y, build_prompt(), max_new_tokens=16, return_logits=True)
+        other_prompt = m.generate(y, build_prompt(**OPTIONS["all"]), max_new_tokens=16)
+    assert first["n_cached_tokens"] == 0
+    # the system turn + instruction before the audio is not prefilled again
+    prefix = len(_prefix_ids(setup, build_prompt()))
+    assert again["n_cached_tokens"] == other_audio["n_cached_tokens"] == prefix > 0
+    assert other_prompt["n_cached_tokens"] == 0  # another instruction: a fresh prefill
+    assert again["tokens"] == first["tokens"] and np.array_equal(again["logits"], first["logits"])
+    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as fresh:
+        ref = fresh.generate(y, build_prompt(), max_new_tokens=16, return_logits=True)
+    assert other_audio["tokens"] == ref["tokens"] and np.array_equal(other_audio["logits"], ref["logits"])
+
+
+def _prefix_ids(setup, prompt):
+    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:
+        return m.tokenize(prompt.split(MEDIA_MARKER)[0])
+
+
 def test_context_is_sized_to_the_input(setup):
     x = setup["samples"]["speech-zh"]
     with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:  # n_ctx=0: automatic

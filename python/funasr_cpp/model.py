@@ -213,7 +213,7 @@ class Model:
                      split_utterances(x, max_seconds=max_segment_seconds, mode=segment or "silence")]
         prompt = build_prompt(name, itn, words)
         timings = {"load_ms": self.load_ms, "frontend_ms": 0.0, "encode_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0,
-                   "n_prompt_tokens": 0, "n_generated_tokens": 0, "n_decoded_tokens": 0}
+                   "n_prompt_tokens": 0, "n_cached_tokens": 0, "n_generated_tokens": 0, "n_decoded_tokens": 0}
         segments: list[Segment] = []
         done = -1.0
         for a, b in spans:
@@ -234,6 +234,7 @@ class Model:
                 timings[k] += float(res[k])
             timings["n_generated_tokens"] += len(res["tokens"])
             timings["n_prompt_tokens"] += int(res["n_prompt_tokens"])
+            timings["n_cached_tokens"] += int(res["n_cached_tokens"])
             timings["n_decoded_tokens"] += int(res["n_decoded_tokens"])
             segments.append(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, text, tokens, cut))
             if progress is not None:
@@ -246,7 +247,9 @@ class Model:
         # the first token of a segment comes from the prefill's logits: decode speed counts llama_decode calls
         timings["tokens_per_s"] = (timings["n_decoded_tokens"] / (timings["decode_ms"] / 1000.0)
                                    if timings["decode_ms"] > 0 else 0.0)
-        timings["prefill_tokens_per_s"] = (timings["n_prompt_tokens"] / (timings["prefill_ms"] / 1000.0)
+        # prompt tokens kept in the KV cache from the previous call (same instruction) are not prefilled
+        timings["prefill_tokens_per_s"] = ((timings["n_prompt_tokens"] - timings["n_cached_tokens"])
+                                           / (timings["prefill_ms"] / 1000.0)
                                            if timings["prefill_ms"] > 0 else 0.0)
         timings["real_time_factor"] = wall / total if total > 0 else 0.0
         return Transcription(_join_texts(s.text for s in segments), segments, name, total, timings)
