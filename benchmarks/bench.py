@@ -56,6 +56,8 @@ def plan(args) -> list[dict]:
                     jobs.append({"kind": "ours", "llm": llm, "mmproj": mm, "seconds": s, "threads": top})
     # llama-bench decodes at the depth of our first type clip's prompt
     jobs += [{"kind": "llama-bench", "llm": llm, "threads": t} for llm in args.llm_types for t in args.threads]
+    # decode speed ours vs llama-bench, alternating run by run (this machine drifts by +-10% over minutes)
+    jobs += [{"kind": "decode-ab", "llm": llm, "threads": top} for llm in args.llm_types]
     for t in sorted(args.threads, reverse=True)[1:]:
         jobs += e2e(short, t)
     for t in sorted(args.threads, reverse=True):
@@ -84,7 +86,8 @@ def find_llama_bench(arg) -> Path | None:
     return found[0] if found else None
 
 
-def llama_bench(exe: Path, llm: Path, threads: int, n_prompt: int, tokens: int, runs: int) -> dict:
+def llama_bench(exe: Path, llm: Path, threads: int, n_prompt: int, tokens: int, runs: int,
+                decode_only: bool = False) -> dict:
     """llama-bench's prompt processing of n_prompt tokens (empty cache) and generation of
     `tokens` tokens after n_prompt tokens of context (our decode's situation)."""
     def one(*args):
@@ -94,7 +97,7 @@ def llama_bench(exe: Path, llm: Path, threads: int, n_prompt: int, tokens: int, 
             raise RuntimeError(f"llama-bench failed:\n{out.stderr[-2000:]}")
         (test,) = json.loads(out.stdout)
         return sorted(test["samples_ts"])[len(test["samples_ts"]) // 2]
-    return {"pp_tokens_per_s": one("-p", str(n_prompt), "-n", "0"),
+    return {"pp_tokens_per_s": None if decode_only else one("-p", str(n_prompt), "-n", "0"),
             "tg_tokens_per_s": one("-p", "0", "-n", str(tokens), "-d", str(n_prompt)),
             "n_prompt": n_prompt, "tokens": tokens}
 
@@ -127,7 +130,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=None, help="generated tokens per segment (default 64)")
     ap.add_argument("--llama-bench", default=None, help="llama-bench binary (default: build/*/bin/llama-bench)")
     ap.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
-    ap.add_argument("--only", choices=["roofline", "llama-bench", "ours", "torch"], nargs="+", default=None)
+    ap.add_argument("--only", choices=["roofline", "llama-bench", "decode-ab", "ours", "torch"], nargs="+", default=None)
     args = ap.parse_args()
 
     tiny = args.tiny
@@ -158,8 +161,10 @@ def main() -> int:
 
     results_path = args.out / "results.json"
     results = {} if args.fresh or not results_path.is_file() else json.loads(results_path.read_text())
+    if results.get("setup", {}).get("tokens", args.tokens) != args.tokens:
+        sys.exit(f"{results_path} was measured with --tokens {results['setup']['tokens']}: rerun with that or --fresh")
     results["machine"] = machine()
-    results["setup"] = {"runs": args.runs, "tokens": args.tokens, "threads": args.threads, "seconds": args.seconds,
+    results["setup"] = {"runs": results.get("setup", {}).get("runs", args.runs), "tokens": args.tokens, "threads": args.threads, "seconds": args.seconds,
                         "headline": list(HEADLINE), "tiny": tiny,
                         "segments": {f"{s:g}": len(v) for s, v in spans.items()},
                         "llm_bytes": {t: ggufs["llm", t].stat().st_size for t in args.llm_types},
@@ -191,6 +196,18 @@ def main() -> int:
                                 "seconds": args.type_seconds[0]}))
             n_prompt = ref["runs"][0]["n_prompt_tokens"] if ref else 100
             res = llama_bench(exe, ggufs["llm", job["llm"]], t, n_prompt, args.tokens, args.runs)
+        elif kind == "decode-ab":
+            if exe is None or not exe.is_file():
+                continue
+            ab = {"ours": [], "llama_bench": []}
+            spec = {"llm": str(ggufs["llm", job["llm"]]), "mmproj": str(ggufs["mmproj", HEADLINE[1]]),
+                    "audio": str(audio[args.type_seconds[0]]), "threads": t, "tokens": args.tokens, "runs": 1}
+            for _ in range(args.runs):
+                r = run_measure("ours", spec, t, timeout)["runs"][0]
+                ab["ours"].append(r["n_decoded_tokens"] / (r["decode_ms"] / 1000))
+                ab["llama_bench"].append(llama_bench(exe, ggufs["llm", job["llm"]], t, r["n_prompt_tokens"],
+                                                     args.tokens, 1, decode_only=True)["tg_tokens_per_s"])
+            res = ab
         elif kind == "ours":
             spec = {"llm": str(ggufs["llm", job["llm"]]), "mmproj": str(ggufs["mmproj", job["mmproj"]]),
                     "audio": str(audio[job["seconds"]]), "threads": t, "tokens": args.tokens, "runs": args.runs}

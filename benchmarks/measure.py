@@ -21,20 +21,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def median_of(fn, runs: int) -> float:
-    fn()  # warm-up
+def best_of(fn, runs: int) -> float:
+    """The fastest of `runs` timed calls after a warm-up: a roofline is what the machine can do."""
+    fn()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 # ---------------------------------------------------------------------------------------------
 def roofline(spec: dict) -> dict:
     """Read and copy bandwidth over 1 GiB (numpy kernels release the GIL: one Python thread per
-    core), and f32 GEMM GFLOP/s (torch.mm, 2048^3, MKL/oneDNN) at `threads` threads."""
+    core), and f32 GEMM GFLOP/s (torch.mm, 2048^3, MKL) at `threads` threads; best of 2 x runs."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -53,12 +54,12 @@ def roofline(spec: dict) -> dict:
     def copy():
         list(pool.map(lambda s: np.copyto(b[s[0]:s[1]], a[s[0]:s[1]]), spans))
 
-    runs = spec.get("runs", 5)
-    t_read = median_of(read, runs)
-    t_copy = median_of(copy, runs)
+    runs = 2 * spec.get("runs", 5)
+    t_read = best_of(read, runs)
+    t_copy = best_of(copy, runs)
     m = spec.get("gemm", 2048)
     x, y = torch.randn(m, m), torch.randn(m, m)
-    t_mm = median_of(lambda: torch.mm(x, y), runs)
+    t_mm = best_of(lambda: torch.mm(x, y), runs)
     return {"threads": n, "read_gbps": a.nbytes / t_read / 1e9, "copy_gbps": 2 * a.nbytes / t_copy / 1e9,
             "gemm_gflops": 2.0 * m ** 3 / t_mm / 1e9}
 

@@ -27,7 +27,7 @@ def test_bench_tiny_smoke(tmp_path):
     assert roof["read_gbps"] > 0.1 and roof["gemm_gflops"] > 0.1
 
     for seconds, n_segments in results["setup"]["segments"].items():
-        pair = [j for j in jobs if j["seconds"] == float(seconds) and j["kind"] in ("ours", "torch")
+        pair = [j for j in jobs if j.get("seconds") == float(seconds) and j["kind"] in ("ours", "torch")
                 and j.get("llm", "q8_0") == "q8_0" and j.get("mmproj", "f16") == "f16"]
         assert {j["kind"] for j in pair} == {"ours", "torch"}
         for j in pair:
