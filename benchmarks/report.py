@@ -187,12 +187,10 @@ def markdown(res: Results) -> str:
 
     # types
     type_rows = []
-    for sec in (10.0, 30.0, s["seconds"][0]):
+    for sec in dict.fromkeys((10.0, 30.0, s["seconds"][0])):  # the type clips, then the first clip
         p = res.torch(sec, t)
         for j in sorted((j for j in res.jobs if j["kind"] == "ours" and j["seconds"] == sec and j["threads"] == t),
                         key=lambda j: (j["llm"], j["mmproj"])):
-            if any(r[0] == j["llm"] and r[1] == j["mmproj"] and r[2] == secs(sec) for r in type_rows):
-                continue
             type_rows.append([j["llm"], j["mmproj"], secs(sec), f"{med(j, 'encode_ms'):.0f}",
                               f"{med(p, 'encode_ms') / med(j, 'encode_ms'):.2f}x" if p else "",
                               f"{decode_tps(j):.1f}", f"{med(j, 'total_ms'):.0f}", f"{rtf(j):.3f}",

@@ -2,14 +2,14 @@
 speech-like test audio. Everything is generated once into a work folder and reused."""
 from __future__ import annotations
 
-import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from fixtures.speech import espeak, write_wav16k  # noqa: E402
 SAMPLE_RATE = 16000
 
 LLM_TYPES = ("f16", "q8_0", "q4_k_m")
@@ -32,7 +32,6 @@ def log(msg: str) -> None:
 
 def release_folder(work: Path, full: bool) -> Path:
     """A random-weight release folder: real Fun-ASR-Nano-2512 shapes (full) or the tiny test ones."""
-    sys.path.insert(0, str(REPO / "tests"))
     from fixtures.checkpoint import write_checkpoint
 
     folder = work / ("fun-asr-nano-random" if full else "fun-asr-nano-tiny")
@@ -68,40 +67,18 @@ def gguf_files(folder: Path, out: Path, llm_types=LLM_TYPES, mmproj_types=MMPROJ
     return files
 
 
-def _espeak(voice: str, text: str, tmp: Path) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    raw = tmp / "espeak.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
-    with wave.open(str(raw)) as w:
-        rate = w.getframerate()
-        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
-    return resample_poly(x, SAMPLE_RATE // 100, rate // 100).astype(np.float32)
-
-
-def write_wav(path: Path, x: np.ndarray) -> Path:
-    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
 def audio_files(work: Path, seconds) -> dict:
     """{seconds: wav path}: prefixes of one espeak-ng speech track (sentences + 0.4 s pauses)."""
     paths = {s: work / f"speech-{s:g}s.wav" for s in seconds}
     if all(p.is_file() for p in paths.values()):
         return paths
     pause = np.zeros(int(0.4 * SAMPLE_RATE), np.float32)
-    voices = [np.concatenate([_espeak(v, t, work), pause]) for v, t in SENTENCES]
+    voices = [np.concatenate([espeak(t, v, work), pause]) for v, t in SENTENCES]
     track = np.concatenate(voices)
     need = int(max(seconds) * SAMPLE_RATE)
     track = np.tile(track, need // track.size + 1)
     for s, p in paths.items():
-        write_wav(p, 0.8 * track[: int(s * SAMPLE_RATE)])
-    (work / "espeak.wav").unlink(missing_ok=True)
+        write_wav16k(p, 0.8 * track[: int(s * SAMPLE_RATE)])
     return paths
 
 

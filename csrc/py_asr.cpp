@@ -355,15 +355,7 @@ public:
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lock(mu_);
         if (!ctx_) throw native_error(PyExc_RuntimeError, "AsrModel is closed: " + llm_path_);
-        std::vector<llama_token> out(text.size() + 8);
-        int32_t n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, true);
-        if (n < 0) {
-            out.resize((size_t) -n);
-            n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, true);
-        }
-        if (n < 0) throw native_error(PyExc_ValueError, "cannot tokenize the text");
-        out.resize((size_t) n);
-        return out;
+        return funasr_py::tokenize(vocab_, text, /*add_special*/ false, /*parse_special*/ true);
     }
 
     bool is_eog(int64_t id) const {

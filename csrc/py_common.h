@@ -10,6 +10,7 @@
 #include <exception>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace funasr_py {
 // A Python exception raised where the GIL is released; _core's exception translator turns it
@@ -30,4 +31,6 @@ std::string errors_text();                          // what was captured since
 // option strings of the Python API; ValueError on anything else
 llama_flash_attn_type parse_flash_attn(const std::string & value);  // auto | on | off
 ggml_type parse_kv_type(const std::string & value);                 // f16 | f32 | bf16 | q8_0
+// llama_tokenize into a vector of the right size; native_error(ValueError) when it fails
+std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special, bool parse_special);
 }  // namespace funasr_py

@@ -332,20 +332,7 @@ public:
 
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) {
         check_open();
-        if (text.size() > (size_t) INT32_MAX / 2) raise(PyExc_ValueError, "text too long to tokenize");
-        return locked([&] {
-            std::vector<llama_token> out(text.size() + 8);
-            int32_t n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(),
-                                       add_special, parse_special);
-            if (n < 0 && n != INT32_MIN) {  // buffer too small: -n is the size needed
-                out.resize((size_t) -n);
-                n = llama_tokenize(vocab_, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(),
-                                   add_special, parse_special);
-            }
-            if (n < 0) throw native_error(PyExc_ValueError, "cannot tokenize the text (" + std::to_string(text.size()) + " bytes)");
-            out.resize((size_t) n);
-            return out;
-        });
+        return locked([&] { return funasr_py::tokenize(vocab_, text, add_special, parse_special); });
     }
 
     py::str detokenize(const py::object & tokens, bool remove_special, bool unparse_special) {
@@ -582,6 +569,21 @@ std::string fspath(const py::handle & obj) { return ::fspath(obj); }
 int32_t thread_count(int n_threads) { return ::thread_count(n_threads); }
 void errors_begin() { error_capture cap; }                 // clears this thread's captured errors
 std::string errors_text() { return error_capture::text_now(); }
+
+std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special, bool parse_special) {
+    if (text.size() > (size_t) INT32_MAX / 2) throw native_error(PyExc_ValueError, "text too long to tokenize");
+    std::vector<llama_token> out(text.size() + 8);
+    int32_t n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(),
+                               add_special, parse_special);
+    if (n < 0 && n != INT32_MIN) {  // buffer too small: -n is the size needed
+        out.resize((size_t) -n);
+        n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(),
+                           add_special, parse_special);
+    }
+    if (n < 0) throw native_error(PyExc_ValueError, "cannot tokenize the text (" + std::to_string(text.size()) + " bytes)");
+    out.resize((size_t) n);
+    return out;
+}
 }  // namespace funasr_py
 
 void register_audio_bindings(py::module_ & m);    // csrc/py_audio.cpp

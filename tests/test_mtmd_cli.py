@@ -7,13 +7,13 @@ import re
 import shutil
 import subprocess
 import sysconfig
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fixtures.checkpoint import soften_attention, write_checkpoint
+from fixtures.speech import espeak, write_wav16k  # noqa: F401  (other test modules import them from here)
 from fixtures.upstream import load_automodel, no_dither
 from funasr_cpp.converters import convert
 
@@ -21,27 +21,6 @@ from funasr_cpp.converters import convert
 # shorter runs keep the comparison clear of the near-tied logits a long random text meets.
 MAX_TOKENS = 64
 SPEECH = {"zh": "今天天气很好，我们去公园散步吧。", "en": "The quick brown fox jumps over the lazy dog."}
-
-
-def write_wav16k(path: Path, samples: np.ndarray) -> Path:
-    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
-def espeak(text: str, voice: str, tmp: Path) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    raw = tmp / f"espeak-{voice}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
-    with wave.open(str(raw)) as w:
-        rate = w.getframerate()
-        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
-    return resample_poly(x, 160, rate // 100).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
