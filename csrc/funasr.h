@@ -14,9 +14,11 @@ struct gguf_context;
 
 // ----------------------------------------------------------------------------- frontend
 // WavFrontend of funasr: 16 kHz mono in [-1, 1] -> x input_scale -> Kaldi fbank
-// (hamming, DC removal, pre-emphasis, power spectrum, Kaldi mel bank, natural log
+// (window, DC removal, pre-emphasis, power spectrum, Kaldi mel bank, natural log
 // floored at FLT_EPSILON, snip_edges, no dither) -> LFR (m, n) -> optional CMVN.
+// The defaults are Fun-ASR-Nano's; an mmproj's come from funasr_frontend_params_from_hparams.
 struct funasr_frontend_params {
+    std::string window = "hamming";  // Kaldi window_type: hamming, hanning, povey, rectangular, blackman
     int   sample_rate  = 16000;
     int   n_mels       = 80;
     int   frame_length = 400;      // samples (25 ms)

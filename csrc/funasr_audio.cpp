@@ -1,6 +1,6 @@
 // funasr frontend: Kaldi fbank + LFR (+ CMVN) and the mtmd preprocessor.
 //
-// Matches funasr's WavFrontend (kaldi fbank with hamming window, DC removal,
+// Matches funasr's WavFrontend (kaldi fbank with its window (hamming by default), DC removal,
 // pre-emphasis, power spectrum, Kaldi mel bank, natural log floored at FLT_EPSILON,
 // snip_edges, dither 0) followed by apply_lfr and apply_cmvn.
 //
@@ -155,7 +155,7 @@ struct funasr_frontend::tables {
     int n_bins  = 0;  // power-spectrum bins used by the mel bank: n_fft / 2 (Nyquist bin has weight 0)
     int log2_half = 0;
 
-    std::vector<float> window;     // [frame_length] symmetric hamming
+    std::vector<float> window;     // [frame_length] symmetric Kaldi window
     std::vector<int>   bitrev;     // [n_half] bit reversal of the complex FFT index
     std::vector<double> tw_re;     // [n_half / 2] exp(-2 pi i k / n_half)
     std::vector<double> tw_im;
@@ -204,11 +204,27 @@ funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params
         t->log2_half++;
     }
 
-    // symmetric hamming window (Kaldi "hamming")
+    // Kaldi's window functions (feature-window.cc), symmetric over frame_length samples
     t->window.resize(p.frame_length);
     const double a = 2.0 * kPi / (p.frame_length - 1);
     for (int n = 0; n < p.frame_length; ++n) {
-        t->window[n] = (float) (0.54 - 0.46 * std::cos(a * n));
+        const double hann = 0.5 - 0.5 * std::cos(a * n);
+        double w;
+        if (p.window == "hamming") {
+            w = 0.54 - 0.46 * std::cos(a * n);
+        } else if (p.window == "hanning") {
+            w = hann;
+        } else if (p.window == "povey") {
+            w = std::pow(hann, 0.85);
+        } else if (p.window == "rectangular") {
+            w = 1.0;
+        } else if (p.window == "blackman") {
+            w = 0.42 - 0.5 * std::cos(a * n) + 0.08 * std::cos(2.0 * a * n);
+        } else {
+            delete t;
+            throw std::invalid_argument("funasr_frontend: unknown window type " + p.window);
+        }
+        t->window[n] = (float) w;
     }
 
     // complex FFT tables
@@ -468,27 +484,21 @@ void funasr_frontend::compute(const float * samples, size_t n_samples, std::vect
 // ----------------------------------------------------------------------------- hparams
 
 funasr_frontend_params funasr_frontend_params_from_hparams(const clip_hparams & hparams) {
+    const auto & f = hparams.funasr;  // validated by funasr_load_hparams
     funasr_frontend_params p;
-    if (hparams.audio_sample_rate > 0) {
-        p.sample_rate = hparams.audio_sample_rate;
-    }
-    if (hparams.n_mel_bins > 0) {
-        p.n_mels = hparams.n_mel_bins;
-    }
-    if (hparams.audio_window_len > 0) {
-        p.frame_length = hparams.audio_window_len;
-    }
-    if (hparams.audio_hop_len > 0) {
-        p.frame_shift = hparams.audio_hop_len;
-    }
-    if (hparams.funasr.lfr_m > 0) {
-        p.lfr_m = hparams.funasr.lfr_m;
-    }
-    if (hparams.funasr.lfr_n > 0) {
-        p.lfr_n = hparams.funasr.lfr_n;
-    }
-    p.cmvn_shift = hparams.funasr.cmvn_shift;
-    p.cmvn_scale = hparams.funasr.cmvn_scale;
+    p.sample_rate  = hparams.audio_sample_rate;
+    p.n_mels       = hparams.n_mel_bins;
+    p.frame_length = hparams.audio_window_len;
+    p.frame_shift  = hparams.audio_hop_len;
+    p.window       = f.window;
+    p.lfr_m        = f.lfr_m;
+    p.lfr_n        = f.lfr_n;
+    p.preemph      = f.preemph;
+    p.low_freq     = f.low_freq;
+    p.high_freq    = f.high_freq;
+    p.input_scale  = f.input_scale;
+    p.cmvn_shift   = f.cmvn_shift;
+    p.cmvn_scale   = f.cmvn_scale;
     return p;
 }
 

@@ -78,20 +78,12 @@ py::array_t<float> funasr_features(const py::object & samples_in, const py::obje
 py::list funasr_mtmd_chunks(const py::object & samples_in, int chunk_seconds) {
     const f32_array samples = as_waveform(samples_in, "samples");
 
-    // the mmproj hparams of Fun-ASR-Nano, as funasr_load_hparams sets them
-    clip_hparams hp;
-    hp.n_mel_bins        = 80;
-    hp.audio_sample_rate = 16000;
-    hp.audio_window_len  = 400;
-    hp.audio_hop_len     = 160;
-    hp.audio_chunk_len   = chunk_seconds;
-    const funasr_frontend fe(funasr_frontend_params_from_hparams(hp));
-
+    const funasr_frontend & fe = default_frontend();  // Fun-ASR-Nano's
     std::vector<mtmd_audio_mel> chunks;
     bool ok;
     {
         py::gil_scoped_release release;
-        ok = funasr_audio_to_mel_chunks(fe, hp.audio_chunk_len, samples.data(), (size_t) samples.size(), chunks);
+        ok = funasr_audio_to_mel_chunks(fe, chunk_seconds, samples.data(), (size_t) samples.size(), chunks);
     }
     if (!ok) {
         throw std::runtime_error("funasr: audio preprocessing failed");

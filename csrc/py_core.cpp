@@ -29,7 +29,7 @@
 
 namespace py = pybind11;
 
-extern "C" int funasr_mtmd_patch_level(void);  // csrc/mtmd_patch_check.cpp, inside libmtmd
+extern "C" int funasr_mtmd_patch_level(void);  // csrc/funasr_clip.cpp, inside libmtmd
 
 #ifndef FUNASR_CPP_VERSION
 #define FUNASR_CPP_VERSION "0.0.0"

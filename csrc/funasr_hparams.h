@@ -1,0 +1,43 @@
+// funasr-cpp: the funasr projector's hyper-parameters, one field per funasr.* key of the mmproj.
+// Included by the patched clip-model.h (clip_hparams::funasr), so it must not depend on clip.
+//
+// Defaults are upstream's code defaults (funasr 1.4.16: WavFrontend, SenseVoiceEncoderSmall,
+// the llm_asr "Transformer" adaptor, FunASRNano), used when a key is missing; the README lists
+// them. funasr_load_hparams (funasr_clip.cpp) fills this struct and refuses values the graph
+// cannot run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct funasr_hparams {
+    // frontend (WavFrontend + Kaldi fbank); sample rate, mel bins and frame sizes live in the
+    // generic clip_hparams fields (audio_sample_rate, n_mel_bins, audio_window_len, audio_hop_len)
+    std::string window      = "hamming";  // hamming | hanning | povey | rectangular | blackman
+    int32_t     lfr_m       = 1;          // LFR: stack lfr_m frames ...
+    int32_t     lfr_n       = 1;          // ... every lfr_n frames
+    float       preemph     = 0.97f;
+    float       low_freq    = 20.0f;      // Hz
+    float       high_freq   = 0.0f;       // Hz; <= 0: relative to Nyquist
+    float       input_scale = 32768.0f;   // upsacle_samples: [-1, 1] -> int16 range
+    std::vector<float> cmvn_shift;        // empty, or n_mels * lfr_m values: x = (x + shift) * scale
+    std::vector<float> cmvn_scale;
+
+    // SAN-M encoder (widths, heads, eps and layer count are the generic clip.audio.* keys)
+    int32_t enc_blocks      = 0;     // encoders0 + encoders; after_norm follows them (required key)
+    int32_t enc_tp_blocks   = 0;     // tp_encoders, then tp_norm
+    int32_t sanm_shift      = 0;     // FSMN padding: left (K-1)/2 + shift, right K-1-left
+    float   enc_input_scale = 0.0f;  // features x scale before the positions; 0: sqrt(n_embd)
+
+    // adaptor
+    int32_t adaptor_blocks     = 2;
+    int32_t adaptor_heads      = 8;
+    float   adaptor_eps        = 1e-12f;
+    int32_t downsample_rate    = 2;      // k encoder frames stacked into one adaptor row
+    bool    use_low_frame_rate = false;  // true: the LLM sees the first ~T/8 rows, false: all rows
+
+    // FSMN zero padding on each side of the time axis for a kernel of k taps
+    int32_t fsmn_left(int32_t k) const { return (k - 1) / 2 + (sanm_shift > 0 ? sanm_shift : 0); }
+    int32_t fsmn_right(int32_t k) const { return k - 1 - fsmn_left(k); }
+};
