@@ -7,12 +7,13 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from .gguf_out import check_writable_dir
 from .llm_gguf import write_llm_gguf
 from .mmproj_gguf import write_mmproj_gguf
-from .release import open_release
+from .release import Release, ReleaseWarning, open_release
 from .torch_zip import CheckpointError
 
 LLM_TYPES = ("f32", "f16", "bf16", "q8_0")
@@ -24,8 +25,10 @@ def output_paths(name: str, outdir: Path, llm_type: str, mmproj_type: str) -> tu
 
 
 def convert(model_dir: str | Path, outdir: str | Path, *, llm_type: str = "f16", mmproj_type: str = "f16",
-            progress: bool = True) -> tuple[Path, Path]:
-    """Convert a release folder; returns (llm_gguf, mmproj_gguf). Inputs are only read."""
+            progress: bool = True, report=None) -> tuple[Path, Path]:
+    """Convert a release folder (funasr's layout or the Transformers -hf one); returns
+    (llm_gguf, mmproj_gguf). Inputs are only read. An absent or incomplete CTC branch is
+    left out with a ReleaseWarning; `report(lines)` receives what was read (Release.describe)."""
     if llm_type not in LLM_TYPES:
         raise ValueError(f"llm type {llm_type!r}: choose one of {', '.join(LLM_TYPES)} "
                          "(k-quants: `funasr-cpp quantize` the f16 file)")
@@ -33,6 +36,8 @@ def convert(model_dir: str | Path, outdir: str | Path, *, llm_type: str = "f16",
         raise ValueError(f"mmproj type {mmproj_type!r}: choose one of {', '.join(MMPROJ_TYPES)}")
     outdir = Path(outdir).expanduser()
     with open_release(model_dir) as release:
+        if report is not None:
+            report(release.describe())
         check_writable_dir(outdir)
         llm_path, mmproj_path = output_paths(release.name, outdir, llm_type, mmproj_type)
         # both files are written in a scratch dir and moved in together: a failure
@@ -49,7 +54,8 @@ def convert(model_dir: str | Path, outdir: str | Path, *, llm_type: str = "f16",
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("model_dir", help="released checkpoint folder (model.pt, config.yaml, Qwen3-0.6B/)")
+    ap.add_argument("model_dir", help="released checkpoint folder (model.pt, config.yaml, Qwen3-0.6B/) "
+                                      "or a Transformers -hf folder (config.json, model.safetensors)")
     ap.add_argument("--outdir", "-o", required=True, help="where to write the two GGUF files")
     ap.add_argument("--llm-type", choices=LLM_TYPES, default="f16", help="LLM weight type (default f16)")
     ap.add_argument("--mmproj-type", choices=MMPROJ_TYPES, default="f16",
@@ -58,8 +64,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.time()
+
+    def report(lines: list[str]) -> None:
+        for line in lines:
+            print(line)
+
+    def show_warning(message, category, *_args, **_kwargs):
+        print(f"warning: {message}", file=sys.stderr)
+
     try:
-        llm, mmproj = convert(args.model_dir, args.outdir, llm_type=args.llm_type, mmproj_type=args.mmproj_type)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ReleaseWarning)
+            warnings.showwarning = show_warning
+            llm, mmproj = convert(args.model_dir, args.outdir, llm_type=args.llm_type, mmproj_type=args.mmproj_type,
+                                  report=report)
     except (OSError, ValueError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

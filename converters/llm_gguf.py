@@ -62,7 +62,7 @@ class Vocab:
     """tokens/types/merges/special ids from the HF tokenizer files."""
 
     def __init__(self, release: Release):
-        tok_dir = release.path / "Qwen3-0.6B"
+        tok_dir = release.tokenizer_dir
         tj = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
         tc = json.loads((tok_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
         model = tj.get("model") or {}
@@ -107,7 +107,7 @@ class Vocab:
         self.pad = special_id("pad_token")
         self.bos = release.llm_config.get("bos_token_id")
         if self.bos is not None and self.bos not in id_to_tok:
-            raise ReleaseError(f"{tok_dir / 'config.json'}: bos_token_id {self.bos} is not in the vocabulary")
+            raise ReleaseError(f"{tok_dir}: the LLM config's bos_token_id {self.bos} is not in the vocabulary")
         self.add_bos = bool(tc.get("add_bos_token", False))
 
     @staticmethod

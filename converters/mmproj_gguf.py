@@ -26,11 +26,10 @@ import gguf
 from gguf import GGMLQuantizationType as QT
 
 from .gguf_out import FILE_TYPES, Tensor, weight_type, write_gguf
-from .release import (ADAPTOR_EPS, ADAPTOR_HEADS, ENCODER_EPS, Release, ReleaseError,
-                      encoder_layer_prefixes)
+from .release import Release, ReleaseError, encoder_layer_prefixes
 
 PROJECTOR = "funasr"
-N_POSITIONS = 3000   # LFR frames (60 ms each): 180 s in one chunk
+N_POSITIONS = 3000   # LFR frames (60 ms each at LFR 7/6): 180 s in one chunk
 
 _SANM = {"norm1": "ln1", "self_attn.linear_q_k_v": "attn_qkv", "self_attn.linear_out": "attn_out",
          "norm2": "ln2", "feed_forward.w_1": "ffn_up", "feed_forward.w_2": "ffn_down"}
@@ -64,17 +63,6 @@ def load_cmvn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return found["<AddShift>"], found["<Rescale>"]
 
 
-def _cmvn_path(release: Release) -> Path | None:
-    name = (release.config.get("frontend_conf") or {}).get("cmvn_file")
-    if name:
-        p = Path(name) if Path(name).is_absolute() else release.path / name
-        if not p.is_file():
-            raise FileNotFoundError(f"config.yaml frontend_conf.cmvn_file points to a missing file: {p}")
-        return p
-    default = release.path / "am.mvn"
-    return default if default.is_file() else None
-
-
 def _ctc_tokens(release: Release) -> list[str] | None:
     """multilingual.tiktoken ranks as base64 strings, in rank order."""
     path = release.path / "multilingual.tiktoken"
@@ -95,6 +83,13 @@ def _ctc_tokens(release: Release) -> list[str] | None:
     return [ranks[i] for i in range(len(ranks))]
 
 
+def n_positions(release: Release) -> int:
+    """Rows of the position table: at least 180 s at LFR 7/6, and always a whole mtmd chunk (30 s)."""
+    a = release.audio
+    frames_per_chunk = 31 * 1000.0 / (a.frame_shift_ms * a.lfr_n)
+    return max(N_POSITIONS, int(math.ceil(frames_per_chunk)))
+
+
 def _tensors(release: Release, type_name: str) -> list[Tensor]:
     d = release.dims
     out: list[Tensor] = []
@@ -110,7 +105,7 @@ def _tensors(release: Release, type_name: str) -> list[Tensor]:
         add(name + ".weight", key + ".weight")
         add(name + ".bias", key + ".bias")
 
-    pos = sinusoidal_positions(N_POSITIONS, d.feat)
+    pos = sinusoidal_positions(n_positions(release), d.feat)
     out.append(Tensor("a.position_embd.weight", pos.shape, QT.F32, lambda: pos))
     for i, p in enumerate(encoder_layer_prefixes(d)):
         for src, dst in _SANM.items():
@@ -134,13 +129,10 @@ def _tensors(release: Release, type_name: str) -> list[Tensor]:
 
 
 def write_mmproj_gguf(release: Release, path: Path, type_name: str = "f16", progress: bool = True) -> Path:
-    d, cfg = release.dims, release.config
-    fe = cfg.get("frontend_conf") or {}
-    adp = cfg.get("audio_adaptor_conf") or {}
-    cmvn_file = _cmvn_path(release)
-    cmvn = load_cmvn(cmvn_file) if cmvn_file else None
+    d, a = release.dims, release.audio
+    cmvn = load_cmvn(a.cmvn_file) if a.cmvn_file else None
     if cmvn is not None and cmvn[0].shape[0] != d.feat:
-        raise ReleaseError(f"{cmvn_file}: CMVN has {cmvn[0].shape[0]} dims, the LFR features have {d.feat}")
+        raise ReleaseError(f"{a.cmvn_file}: CMVN has {cmvn[0].shape[0]} dims, the LFR features have {d.feat}")
     ctc_tokens = _ctc_tokens(release) if release.has_ctc else None
     tensors = _tensors(release, type_name)
 
@@ -157,42 +149,53 @@ def write_mmproj_gguf(release: Release, path: Path, type_name: str = "f16", prog
         w.add_uint32("clip.audio.feed_forward_length", d.enc_ffn)
         w.add_uint32("clip.audio.block_count", d.enc_layers)
         w.add_uint32("clip.audio.projection_dim", d.llm)
-        w.add_float32("clip.audio.attention.layer_norm_epsilon", ENCODER_EPS)
-        w.add_uint32("clip.audio.num_mel_bins", int(fe.get("n_mels", 80)))
+        w.add_float32("clip.audio.attention.layer_norm_epsilon", a.encoder_eps)
+        w.add_uint32("clip.audio.num_mel_bins", a.n_mels)
         w.add_uint32("clip.audio.conv_kernel_size", d.kernel)
-        # frontend (WavFrontend): Kaldi fbank + LFR, upstream defaults where config.yaml is silent
-        w.add_uint32("funasr.frontend.sample_rate", int(fe.get("fs", 16000)))
-        w.add_string("funasr.frontend.window", str(fe.get("window", "hamming")))
-        w.add_float32("funasr.frontend.frame_length_ms", float(fe.get("frame_length", 25)))
-        w.add_float32("funasr.frontend.frame_shift_ms", float(fe.get("frame_shift", 10)))
-        w.add_uint32("funasr.frontend.lfr_m", int(fe.get("lfr_m", 7)))
-        w.add_uint32("funasr.frontend.lfr_n", int(fe.get("lfr_n", 6)))
+        # where the weights came from (`funasr-cpp info` shows it)
+        w.add_string("funasr.source.layout", release.layout)
+        w.add_string("funasr.source.variant", release.variant)
+        w.add_string("funasr.source.release", release.known_release)
+        w.add_string("funasr.source.files", " ".join(f"{name}:{sha}" for name, sha in release.sources))
+        # frontend (WavFrontend: Kaldi fbank + LFR); preemphasis and the mel range are Kaldi's
+        # defaults, which WavFrontend never changes
+        w.add_uint32("funasr.frontend.sample_rate", a.sample_rate)
+        w.add_string("funasr.frontend.window", a.window)
+        w.add_float32("funasr.frontend.frame_length_ms", a.frame_length_ms)
+        w.add_float32("funasr.frontend.frame_shift_ms", a.frame_shift_ms)
+        w.add_uint32("funasr.frontend.lfr_m", a.lfr_m)
+        w.add_uint32("funasr.frontend.lfr_n", a.lfr_n)
         w.add_float32("funasr.frontend.preemphasis", 0.97)
         w.add_float32("funasr.frontend.low_freq", 20.0)
         w.add_float32("funasr.frontend.high_freq", 0.0)        # 0 = Nyquist
-        w.add_bool("funasr.frontend.snip_edges", bool(fe.get("snip_edges", True)))
-        w.add_float32("funasr.frontend.input_scale", 32768.0 if fe.get("upsacle_samples", True) else 1.0)
+        w.add_bool("funasr.frontend.snip_edges", a.snip_edges)
+        w.add_float32("funasr.frontend.input_scale", a.input_scale)
         if cmvn is not None:
             w.add_array("funasr.frontend.cmvn_shift", cmvn[0].tolist())
             w.add_array("funasr.frontend.cmvn_scale", cmvn[1].tolist())
         # encoder
         w.add_uint32("funasr.encoder.num_blocks", d.enc_blocks)
         w.add_uint32("funasr.encoder.tp_blocks", d.enc_tp_blocks)
-        w.add_uint32("funasr.encoder.sanm_shift", d.sanm_shift)
+        w.add_uint32("funasr.encoder.sanm_shift", max(d.sanm_shift, 0))  # upstream ignores a negative shift
         w.add_float32("funasr.encoder.input_scale", math.sqrt(d.enc))
         # adaptor; with use_low_frame_rate only the first fake_token_len(T) output rows are kept:
         # o1 = 1 + (T-1)//2; o2 = 1 + (o1-1)//2; fake_token_len = (o2-1)//2 + 1 (T = LFR frames)
         w.add_uint32("funasr.adaptor.block_count", d.adp_layers)
-        w.add_uint32("funasr.adaptor.head_count", ADAPTOR_HEADS)
-        w.add_float32("funasr.adaptor.layer_norm_epsilon", ADAPTOR_EPS)
+        w.add_uint32("funasr.adaptor.head_count", a.adaptor_heads)
+        w.add_float32("funasr.adaptor.layer_norm_epsilon", a.adaptor_eps)
         w.add_uint32("funasr.adaptor.downsample_rate", d.adp_downsample)
-        w.add_bool("funasr.adaptor.use_low_frame_rate", bool(adp.get("use_low_frame_rate", True)))
+        w.add_bool("funasr.adaptor.use_low_frame_rate", a.use_low_frame_rate)
+        # CTC branch: "complete" (tensors below), "incomplete" or "absent" (left out, no timestamps)
+        w.add_string("funasr.ctc.status", release.ctc.status)
+        w.add_uint32("funasr.ctc.missing_tensors", release.ctc.n_missing)
         if release.has_ctc:
             w.add_uint32("funasr.ctc.block_count", d.ctc_layers)
-            w.add_uint32("funasr.ctc.head_count", ADAPTOR_HEADS)
-            w.add_float32("funasr.ctc.layer_norm_epsilon", ADAPTOR_EPS)
+            w.add_uint32("funasr.ctc.head_count", d.ctc_heads)
+            w.add_float32("funasr.ctc.layer_norm_epsilon", a.adaptor_eps)
+            w.add_uint32("funasr.ctc.downsample_rate", d.ctc_downsample)
             w.add_uint32("funasr.ctc.vocab_size", d.ctc_vocab)
-            w.add_uint32("funasr.ctc.blank_id", d.ctc_vocab - 1)
+            w.add_uint32("funasr.ctc.blank_id", int((release.config.get("ctc_conf") or {}).get("blank_id",
+                                                                                          d.ctc_vocab - 1)))
             if ctc_tokens is not None:
                 w.add_array("funasr.ctc.tiktoken_ranks", ctc_tokens)
 

@@ -164,7 +164,10 @@ def test_position_table_matches_funasr(converted):
     assert qtype == QT.F32 and table.shape[1] == 560 and table.shape[0] >= 1000  # >= 60 s of LFR frames
     n = table.shape[0]
     ref = SinusoidalPositionEncoder().encode(torch.arange(1, n + 1)[None, :], 560, torch.float32)[0].numpy()
-    np.testing.assert_allclose(table, ref, atol=1e-6, rtol=0)  # float32 ulp level
+    # torch's float32 exp is not correctly rounded on every CPU (on AVX-512 machines one
+    # inv_timescale comes out an ulp off, moving large-position angles by 1.5e-5); ours uses the
+    # correctly rounded value, so the bound is upstream's own spread across machines
+    np.testing.assert_allclose(table, ref, atol=3e-5, rtol=0)
 
 
 @pytest.mark.parametrize("kind,tol", [("f16", 2e-3), ("q8_0", 2e-2)])
@@ -210,7 +213,9 @@ def test_release_without_ctc(tmp_path):
     reader = GGUFReader(mmproj)
     names = [t.name for t in reader.tensors]
     assert not any(n.startswith("ctc.") for n in names)
-    assert not any(k.startswith("funasr.ctc.") for k in reader.fields)
+    assert {k for k in reader.fields if k.startswith("funasr.ctc.")} == {"funasr.ctc.status",
+                                                                        "funasr.ctc.missing_tensors"}
+    assert fields(reader)["funasr.ctc.status"] == "absent"
     assert len(names) == len([k for k in load_sd(folder) if not k.startswith("llm.")]) + 1
 
 
@@ -292,7 +297,7 @@ def broken_copy(ckpt, tmp_path, edit_sd=None, edit_cfg=None):
     shutil.copytree(ckpt, folder)
     if edit_sd:
         sd = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        edit_sd(sd)
+        edit_sd(sd.get("state_dict", sd))
         torch.save(sd, folder / "model.pt")
     if edit_cfg:
         (folder / "config.yaml").write_text(edit_cfg((folder / "config.yaml").read_text()))

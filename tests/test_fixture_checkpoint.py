@@ -153,9 +153,9 @@ def test_loads_in_funasr_with_every_key(case, ckpt_factory, automodel_factory):
     src = _unwrap(raw)
     assert list(src) == info["keys"]
 
-    # stored dtypes: CTC tensors fp32 next to bf16 (release layout), else uniform
+    # stored dtypes: uniform, as released (BF16 throughout)
     main_dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    ctc_dt = torch.float32 if dtype == "bf16" else main_dt
+    ctc_dt = main_dt
     for k, v in src.items():
         assert v.dtype == (ctc_dt if k.startswith(("ctc.", "ctc_decoder.")) else main_dt), k
     assert torch.equal(src["llm.lm_head.weight"], src["llm.model.embed_tokens.weight"])
@@ -439,7 +439,7 @@ def _all_files(root):
 def test_deterministic_for_seed(tiny_ckpt, tmp_path):
     # a fresh process through the CLI gives byte-identical files
     out = tmp_path / "cli"
-    subprocess.run([sys.executable, str(FIXTURES_DIR / "checkpoint.py"), str(out), "--seed", "0"],
+    subprocess.run([sys.executable, str(FIXTURES_DIR / "checkpoint.py"), str(out), "--seed", "0", "--container", "flat"],
                    check=True, capture_output=True, timeout=120)
     files = _all_files(tiny_ckpt["out_dir"])
     assert files == _all_files(out)

@@ -34,7 +34,7 @@ def release(tmp_path_factory):
     0.7 although its tensors equal llama.cpp's own quantization), which says nothing about
     the converter. f32 parity is checked on both."""
     folder = tmp_path_factory.mktemp("llm") / "nano"
-    write_checkpoint(folder, seed=11)
+    write_checkpoint(folder, seed=11, container="flat")
     soften_attention(folder)
     return folder
 
@@ -101,7 +101,7 @@ def test_logits_match_transformers(gguf_paths, reference, kind):
 def test_f32_parity_on_the_sharp_default_fixture(tmp_path, hf):
     """The unmodified fixture (sharp attention) through an f32 GGUF: still within 1e-3."""
     folder = tmp_path / "sharp"
-    write_checkpoint(folder, seed=11)
+    write_checkpoint(folder, seed=11, container="flat")
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
     model = Qwen3ForCausalLM(Qwen3Config(**json.loads((folder / "Qwen3-0.6B/config.json").read_text()))).eval()

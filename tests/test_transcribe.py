@@ -35,8 +35,8 @@ def _scripts_path() -> str:
     return sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", "")
 
 
-def run_cli(*args, timeout=300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=_scripts_path())
+def run_cli(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=_scripts_path(), **(env or {}))
     exe = shutil.which("funasr-cpp", path=env["PATH"])
     out = subprocess.run([exe, *map(str, args)], capture_output=True, env=env, timeout=timeout)
     # decoded by hand: text mode would turn the progress bar's "\r" into "\n"

@@ -42,9 +42,45 @@ def system_info() -> SystemInfo:
 
 
 def model_info(path: str | os.PathLike) -> dict:
-    """Architecture and sizes of a GGUF LLM (reads metadata and vocabulary only).
+    """Architecture and sizes of a GGUF LLM (reads metadata and vocabulary only), or, for a
+    funasr mmproj, its provenance and the frontend/encoder/adaptor settings it records.
 
     Raises FileNotFoundError for a missing file and ValueError for a file that
     is not a loadable GGUF model; both messages name the path.
     """
-    return _core.model_info(os.fspath(path))
+    path = os.fspath(path)
+    mmproj = _mmproj_info(path)
+    return mmproj if mmproj is not None else _core.model_info(path)
+
+
+# mmproj keys `funasr-cpp info` shows, in this order (README: the key table)
+_MMPROJ_KEYS = ("general.name", "clip.projector_type", "funasr.source.layout", "funasr.source.variant",
+                "funasr.source.release", "funasr.source.files", "funasr.ctc.status", "funasr.ctc.missing_tensors",
+                "funasr.adaptor.use_low_frame_rate", "funasr.adaptor.downsample_rate",
+                "funasr.frontend.lfr_m", "funasr.frontend.lfr_n", "funasr.frontend.window",
+                "funasr.frontend.input_scale", "funasr.encoder.num_blocks", "funasr.encoder.tp_blocks",
+                "funasr.encoder.sanm_shift", "clip.audio.projection_dim")
+
+
+def _mmproj_info(path: str):
+    """The funasr.* metadata of an mmproj GGUF; None for any other file (left to _core)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return None
+        import gguf
+
+        reader = gguf.GGUFReader(path)
+    except Exception:  # missing, unreadable or not GGUF: _core names the problem
+        return None
+    arch = reader.get_field("general.architecture")
+    if arch is None or arch.contents() != "clip":
+        return None
+    info = {"file": "mmproj"}
+    for key in _MMPROJ_KEYS:
+        field = reader.get_field(key)
+        if field is not None:
+            info[key.split(".", 1)[1] if key.startswith("funasr.") else key] = field.contents()
+    if info.get("ctc.status") in ("absent", "incomplete"):
+        info["timestamps"] = "unavailable (no complete CTC branch)"
+    return info

@@ -17,7 +17,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-            print(" ".join(f"{k}={v}" for k, v in info.items()))
+            if info.get("file") == "mmproj":  # provenance and settings, one per line
+                print(f"{path}: funasr mmproj")
+                for k, v in info.items():
+                    if k != "file":
+                        print(f"  {k}: {v}")
+            else:
+                print(" ".join(f"{k}={v}" for k, v in info.items()))
         return 0
     print(funasr_cpp.system_info())
     return 0
@@ -185,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{funasr_cpp.LLAMA_CPP_COMMIT})")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="show versions, ggml backends and devices; or a GGUF model's metadata")
-    info.add_argument("model", nargs="*", help="GGUF LLM files to describe")
+    info.add_argument("model", nargs="*", help="GGUF files to describe (LLM or funasr mmproj)")
     info.set_defaults(func=_cmd_info)
     from .converters.convert import add_arguments as add_convert_arguments
 

@@ -22,6 +22,7 @@ Runaway-generation guard (applies per segment):
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -150,7 +151,8 @@ class Model:
     def from_pretrained(cls, source: Union[str, os.PathLike], *, cache_dir: Union[str, os.PathLike, None] = None,
                         llm_type: str = "q8_0", mmproj_type: str = "f16", hub: str = "huggingface",
                         **kwargs: Any) -> "Model":
-        """Load from a released checkpoint folder (converted once into
+        """Load from a released checkpoint folder (funasr's layout, or the Transformers ``-hf``
+        one; converted once into
         ``cache_dir or ~/.cache/funasr-cpp/models/<name>-<hash>/`` and reused), a folder with
         one LLM GGUF and one ``mmproj-*.gguf``, or a hub id such as
         ``FunAudioLLM/Fun-ASR-Nano-2512`` (``hub="huggingface"`` or ``"modelscope"``; downloaded,
@@ -274,8 +276,23 @@ def default_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "funasr-cpp" / "models"
 
 
+def _release_files(folder: Path) -> list:
+    """The files that identify a checkpoint folder (funasr's layout or the Transformers -hf one);
+    empty when `folder` is neither."""
+    if (folder / "model.pt").is_file() and (folder / "config.yaml").is_file():
+        return [folder / "model.pt", folder / "config.yaml"]
+    config = folder / "config.json"
+    if config.is_file() and not (folder / "config.yaml").exists():
+        try:
+            if json.loads(config.read_text(encoding="utf-8")).get("model_type") == "fun_asr_nano":
+                return [config] + sorted(folder.glob("*.safetensors"))
+        except (ValueError, OSError):
+            pass  # not ours; the GGUF-folder path reports what is there
+    return []
+
+
 def _is_release(folder: Path) -> bool:
-    return (folder / "model.pt").is_file() and (folder / "config.yaml").is_file()
+    return bool(_release_files(folder))
 
 
 def _gguf_pair(folder: Path, llm_type: Optional[str] = None, mmproj_type: Optional[str] = None):
@@ -298,9 +315,9 @@ def _gguf_pair(folder: Path, llm_type: Optional[str] = None, mmproj_type: Option
 def _release_cache_dir(folder: Path, cache_dir) -> Path:
     folder = folder.resolve()
     h = hashlib.sha256(str(folder).encode())
-    for f in ("model.pt", "config.yaml"):
-        st = (folder / f).stat()
-        h.update(f"|{f}:{st.st_mtime_ns}:{st.st_size}".encode())
+    for f in _release_files(folder):
+        st = f.stat()
+        h.update(f"|{f.name}:{st.st_mtime_ns}:{st.st_size}".encode())
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return root / f"{folder.name}-{h.hexdigest()[:12]}"
 
@@ -333,7 +350,10 @@ def _looks_like_hub_id(s: str) -> bool:
 _CONVERT_HINT = ("download the release folder yourself and pass its path to from_pretrained(), or convert "
                  "it once with `funasr-cpp convert DIR -o OUT` and load OUT")
 _HUB_FILES = ["model.pt", "config.yaml", "configuration.json", "multilingual.tiktoken", "am.mvn",
-              "Qwen3-0.6B/*"]
+              "Qwen3-0.6B/*",
+              # the Transformers layout (FunAudioLLM/Fun-ASR-Nano-2512-hf)
+              "config.json", "*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
+              "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"]
 
 
 def _offline() -> bool:
@@ -409,7 +429,8 @@ def resolve_model(source: Union[str, os.PathLike], *, cache_dir=None, llm_type: 
     if isinstance(source, str) and _looks_like_hub_id(source):
         folder = _download(source, hub, cache_dir)
         if not _is_release(folder):
-            raise ValueError(f"{source}: the downloaded snapshot {folder} has no model.pt + config.yaml")
+            raise ValueError(f"{source}: the downloaded snapshot {folder} is not a checkpoint folder (no model.pt + "
+                             "config.yaml, no Transformers config.json of model_type fun_asr_nano)")
         return _convert_cached(folder, cache_dir, llm_type, mmproj_type)
     raise FileNotFoundError(f"{source}: no such folder (and not a hub id like {DEFAULT_MODEL!r})")
 
