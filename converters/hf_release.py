@@ -50,7 +50,10 @@ class SafeTensor:
                                                                                    sl.get_dtype().lower())
 
     def to_numpy(self, dtype=np.float32, rows: slice | None = None) -> np.ndarray:
-        data = self._handle.get_slice(self.key)[rows] if rows is not None else self._handle.get_tensor(self.key)
+        if rows is not None:  # safetensors does not clip a slice to the shape, as numpy does
+            data = self._handle.get_slice(self.key)[slice(*rows.indices(self.shape[0]))]
+        else:
+            data = self._handle.get_tensor(self.key)
         return np.asarray(data).astype(dtype)
 
 
@@ -236,9 +239,15 @@ def open_hf_release(path: Path) -> Release:
                                bool(cfg.get("tie_word_embeddings", True)))
         except ReleaseError as exc:
             raise ReleaseError(f"{files[0] if len(files) == 1 else path}: {exc}") from None
-        hint = "config.json"
-        _check(tensors, expected_audio_keys(dims), path, hint)
-        _check(tensors, expected_llm_keys(text), path, hint + " (text_config)")
+        try:
+            _check(tensors, expected_audio_keys(dims), path, "config.json")
+            _check(tensors, expected_llm_keys(text), path, "config.json (text_config)")
+        except ReleaseError as exc:  # name the tensor as this folder does
+            msg = str(exc)
+            for key, t in tensors.items():
+                if f" {key} " in msg and not isinstance(t, Stacked):
+                    msg = msg.replace(f" {key} ", f" {t.key} ")
+            raise ReleaseError(msg.replace(" llm.model.", " model.language_model.")) from None
         sources = [(f.name, sha256_file(f)) for f in files]
     except BaseException:
         for close in closers:
