@@ -1,6 +1,6 @@
-/* funasr-cpp configure probe: can this process run an AMX tile instruction? (exit 0 = yes, or
- * the compiler targets no AMX anyway). Some virtual machines advertise AMX in CPUID without
- * letting a process execute it; ggml's AMX matmul then dies with SIGILL. */
+/* funasr-cpp configure probe (CMakeLists.txt): does AMX code, as this compiler builds it with
+ * optimization, run on this machine? Exit 0 = yes, or the compiler targets no AMX anyway. The
+ * tile config is written the way ggml writes its own (a plain buffer read by ldtilecfg). */
 #if defined(__AMX_TILE__) && defined(__linux__)
 #include <immintrin.h>
 #include <string.h>
