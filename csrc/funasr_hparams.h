@@ -28,7 +28,7 @@ struct funasr_hparams {
     int32_t enc_blocks      = 0;     // encoders0 + encoders; after_norm follows them (required key)
     int32_t enc_tp_blocks   = 0;     // tp_encoders, then tp_norm
     int32_t sanm_shift      = 0;     // FSMN padding: left (K-1)/2 + shift, right K-1-left
-    float   enc_input_scale = 0.0f;  // features x scale before the positions; 0: sqrt(n_embd)
+    float   enc_input_scale = 0.0f;  // features x scale before the positions (key default sqrt(n_embd))
 
     // adaptor
     int32_t adaptor_blocks     = 2;
