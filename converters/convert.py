@@ -13,7 +13,7 @@ from pathlib import Path
 from .gguf_out import check_writable_dir
 from .llm_gguf import write_llm_gguf
 from .mmproj_gguf import write_mmproj_gguf
-from .release import Release, ReleaseWarning, open_release
+from .release import ReleaseWarning, open_release
 from .torch_zip import CheckpointError
 
 LLM_TYPES = ("f32", "f16", "bf16", "q8_0")

@@ -133,7 +133,7 @@ def _text_config(cfg: dict, where: Path) -> dict:
     return text
 
 
-def _key_map(d: Dims, n_tp: int, n_llm_layers: int, tensors: dict, tied: bool) -> dict:
+def _key_map(d: Dims, tensors: dict, tied: bool) -> dict:
     """funasr key -> the Transformers tensor(s) it is made of."""
     out: dict = {}
     enc, proj, lm = "model.audio_tower.layers", "model.multi_modal_projector", "model.language_model"
@@ -235,8 +235,7 @@ def open_hf_release(path: Path) -> Release:
         files = _weight_files(path)
         raw = _open_tensors(files, closers)
         try:
-            tensors = _key_map(dims, n_tp, int(text["num_hidden_layers"]), raw,
-                               bool(cfg.get("tie_word_embeddings", True)))
+            tensors = _key_map(dims, raw, bool(cfg.get("tie_word_embeddings", True)))
         except ReleaseError as exc:
             raise ReleaseError(f"{files[0] if len(files) == 1 else path}: {exc}") from None
         try:
