@@ -82,12 +82,7 @@ def ours(spec: dict) -> dict:
     runs = []
     for _ in range(spec["runs"]):
         r = model.transcribe(spec["audio"], **opts)
-        t = r.timings
-        runs.append({"total_ms": t["total_ms"], "frontend_ms": t["frontend_ms"], "encode_ms": t["encode_ms"],
-                     "prefill_ms": t["prefill_ms"], "decode_ms": t["decode_ms"],
-                     "n_prompt_tokens": t["n_prompt_tokens"], "n_cached_tokens": t["n_cached_tokens"],
-                     "n_generated_tokens": t["n_generated_tokens"],
-                     "n_decoded_tokens": t["n_decoded_tokens"], "segments": len(r.segments)})
+        runs.append({**r.timings.to_dict(), "segments": len(r.segments)})
     return {"load_ms": statistics.median(loads[1:]), "runs": runs, "duration_s": r.duration,
             "peak_rss_mb": peak_rss_mb()}
 

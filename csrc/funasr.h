@@ -56,10 +56,12 @@ private:
     tables * tables_;
 };
 
-// mtmd preprocessor: chunks of at most hparams.audio_chunk_len seconds, each emitted
-// as one mtmd_audio_mel with n_mel = n_mels and n_len = lfr_m * T_lfr: LFR frame i is
-// stored as its lfr_m sub-frames 7i..7i+6 (80 bins each), so the graph recovers the
-// 560-wide rows with transpose + reshape and num_mel_bins stays 80.
+// The mtmd input layout of LFR rows [n_rows, n_mels * lfr_m] (row-major): one mtmd_audio_mel with
+// n_mel = n_mels and n_len = lfr_m * n_rows, column lfr_m * i + j holding sub-frame j of row i, so
+// that num_mel_bins stays n_mels; the graph recovers the rows with a transpose + reshape.
+mtmd_audio_mel funasr_mtmd_mel(const float * rows, int64_t n_rows, int n_mels, int lfr_m);
+
+// mtmd preprocessor: chunks of at most hparams.audio_chunk_len seconds, each in the layout above
 struct mtmd_audio_preprocessor_funasr : mtmd_audio_preprocessor {
     mtmd_audio_preprocessor_funasr(const clip_ctx * ctx);
     void initialize() override;
@@ -69,8 +71,8 @@ private:
     std::unique_ptr<funasr_frontend> frontend;
 };
 
-// the preprocessor's work: samples -> chunks of at most chunk_seconds (<= 0: one chunk) in
-// the sub-frame layout above; chunks without a whole frame are skipped
+// the preprocessor's work: samples -> chunks of at most chunk_seconds (<= 0: one chunk) in the
+// layout above; chunks without a whole frame are skipped
 bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
                                 size_t n_samples, std::vector<mtmd_audio_mel> & output);
 

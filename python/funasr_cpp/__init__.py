@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _core
+from . import _core, formats
 from ._system import SystemInfo, model_info, system_info
 from .llm import quantize
 from .model import Model, Segment, Transcription, transcribe
+from .options import Timings, TranscribeOptions
 
 _core.init(str(Path(__file__).resolve().parent / "lib"))
 
@@ -20,5 +21,5 @@ def set_verbose(verbose: bool = True) -> None:
     _core.set_verbose(bool(verbose))
 
 
-__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "Segment", "SystemInfo", "Transcription",
-           "model_info", "quantize", "set_verbose", "system_info", "transcribe"]
+__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "Segment", "SystemInfo", "Timings",
+           "Transcription", "TranscribeOptions", "model_info", "quantize", "set_verbose", "system_info", "transcribe"]

@@ -1,9 +1,10 @@
 """Audio input for Fun-ASR-Nano: decode, downmix, resample to 16 kHz, split long audio.
 
-The model takes mono float32 samples in [-1, 1] at 16 kHz (spec §2). ``load_audio`` turns a
-file, encoded bytes, a binary file object or a numpy array into exactly that; ``split_utterances``
-cuts long recordings into utterances of at most 30 s at quiet points, since Fun-ASR was trained
-per utterance (spec §10: upstream uses FSMN-VAD with 30 s segments).
+The model takes mono float32 samples in [-1, 1] at 16 kHz (upstream's WavFrontend scales them by
+32768 itself: funasr/frontends/wav_frontend.py). ``load_audio`` turns a file, encoded bytes, a
+binary file object or a numpy array into exactly that; ``split_utterances`` cuts long recordings
+into utterances of at most 30 s at quiet points, since Fun-ASR was trained per utterance (upstream
+transcribes long audio through FSMN-VAD with max_single_segment_time 30000 ms).
 
 Decoding is done by ``soundfile`` (libsndfile: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...);
 resampling by ``soxr`` (high quality), else ``scipy.signal.resample_poly`` (imported only when

@@ -53,69 +53,43 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _timestamp(seconds: float, sep: str) -> str:
-    ms = max(0, int(round(seconds * 1000)))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+def _output_paths(files: list[str], outdir, fmt: str) -> list:
+    """One output path per input, all distinct: ``DIR/<stem>.<fmt>``; inputs whose names collide
+    keep their folders relative to the folder the colliding inputs share
+    (``a/x.wav b/x.wav -> DIR/a/x.txt DIR/b/x.txt``), and what still collides (the same file twice,
+    ``x.wav`` beside ``x.flac``) gets ``-2``, ``-3``, ... in the order given."""
+    from collections import Counter
+    from pathlib import Path
 
-
-def format_srt(result) -> str:
-    blocks = []
-    for i, seg in enumerate((s for s in result.segments if s.text.strip()), 1):
-        blocks.append(f"{i}\n{_timestamp(seg.start, ',')} --> {_timestamp(seg.end, ',')}\n{seg.text.strip()}\n")
-    return "\n".join(blocks)
-
-
-def format_vtt(result) -> str:
-    blocks = ["WEBVTT\n"]
-    for seg in result.segments:
-        if seg.text.strip():
-            blocks.append(f"{_timestamp(seg.start, '.')} --> {_timestamp(seg.end, '.')}\n{seg.text.strip()}\n")
-    return "\n".join(blocks)
-
-
-def format_json(result, source: str) -> str:
-    import json
-
-    d = {"file": source, **result.to_dict()}
-    return json.dumps(d, ensure_ascii=False)
-
-
-class _Progress:
-    """A one-line `\\r` progress bar on stderr."""
-
-    def __init__(self, enabled: bool, width: int = 30):
-        self.enabled = enabled
-        self.width = width
-        self.label = ""
-        self.shown = False
-
-    def start(self, label: str) -> None:
-        self.label = label
-
-    def __call__(self, done: float, total: float) -> None:
-        if not self.enabled:
-            return
-        frac = min(1.0, done / total) if total > 0 else 1.0
-        fill = int(round(frac * self.width))
-        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (self.width - fill)}] "
-                         f"{done:7.1f}/{total:.1f} s {100 * frac:3.0f}%")
-        sys.stderr.flush()
-        self.shown = True
-
-    def end(self) -> None:
-        if self.enabled and self.shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-        self.shown = False
+    names = [f"{Path(f).stem}.{fmt}" for f in files]
+    counts = Counter(names)
+    out: list = []
+    for f, name in zip(files, names):
+        if counts[name] == 1:
+            out.append(Path(name))
+            continue
+        group = [Path(os.path.abspath(g)) for g, n in zip(files, names) if n == name]
+        root = Path(os.path.commonpath([str(g.parent) for g in group]))
+        out.append(Path(os.path.abspath(f)).parent.relative_to(root) / name)
+    seen: Counter = Counter()
+    result = []
+    for rel in out:
+        seen[rel] += 1
+        if seen[rel] > 1:
+            rel = rel.with_name(f"{rel.stem}-{seen[rel]}{rel.suffix}")
+        result.append(Path(outdir) / rel)
+    return result
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .model import TOKENS_PER_SECOND, Model
+    from tqdm import tqdm
+
+    from . import formats
+    from .hub import DEFAULT_MODEL
+    from .model import Model
+    from .options import TranscribeOptions
 
     if args.llm or args.mmproj:
         if not (args.llm and args.mmproj):
@@ -125,65 +99,68 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             print("error: use either --model or --llm/--mmproj", file=sys.stderr)
             return 2
     hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()] if args.hotwords else None
-    options = dict(language=args.language, itn=not args.no_itn, hotwords=hotwords,
-                   max_new_tokens=args.max_new_tokens, segment=args.segment,
-                   max_segment_seconds=args.max_segment_seconds)
-    extra = dict(repetition_guard=not args.no_repetition_guard,
-                 max_tokens_per_second=None if args.no_repetition_guard else TOKENS_PER_SECOND)
     load = dict(n_threads=args.threads, n_gpu_layers=0 if args.cpu else -1, use_gpu=not args.cpu,
                 flash_attn=args.flash_attn, kv_type=args.kv_type)
     try:
-        from .model import _check_options
-
-        _check_options(**options)
+        options = TranscribeOptions(language=args.language, itn=not args.no_itn, hotwords=hotwords,
+                                    max_new_tokens=args.max_new_tokens, segment=args.segment,
+                                    max_segment_seconds=args.max_segment_seconds,
+                                    repetition_guard=not args.no_repetition_guard,
+                                    max_tokens_per_second=None if args.no_repetition_guard else
+                                    TranscribeOptions.max_tokens_per_second)
         if args.llm:
             model = Model(args.llm, args.mmproj, **load)
         else:
-            from .model import DEFAULT_MODEL
-
-            model = Model.from_pretrained(args.model or DEFAULT_MODEL, llm_type=args.llm_type, mmproj_type=args.mmproj_type,
-                                          hub=args.hub, **load)
+            model = Model.from_pretrained(args.model or DEFAULT_MODEL, llm_type=args.llm_type,
+                                          mmproj_type=args.mmproj_type, hub=args.hub, **load)
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    outdir = Path(args.output_dir) if args.output_dir else None
-    if outdir is not None:
-        outdir.mkdir(parents=True, exist_ok=True)
-    bar = _Progress(args.progress or sys.stderr.isatty())
+    outputs = None
+    if args.output_dir:
+        outputs = _output_paths(args.files, args.output_dir, args.format)
+    show = args.progress or sys.stderr.isatty()
     failed = 0
     with model:
-        for path in args.files:
-            bar.start(Path(path).name)
-            try:
-                result = model.transcribe(path, progress=bar, **options, **extra)
-            except Exception as exc:  # one bad file must not stop the others
-                bar.end()
-                reason = str(exc) or type(exc).__name__
-                print(f"error: {path}: {reason}", file=sys.stderr)
-                failed += 1
+        for i, path in enumerate(args.files):
+            dst = outputs[i] if outputs else None
+            if dst is not None and dst.exists() and not args.overwrite:
+                print(f"kept {dst}: it exists (--overwrite replaces it); {path} not transcribed", file=sys.stderr)
                 continue
-            bar.end()
-            if args.format == "txt":
-                out = result.text.strip() + "\n"
-            elif args.format == "json":
-                out = format_json(result, path) + "\n"
-            elif args.format == "srt":
-                out = format_srt(result)
-            else:
-                out = format_vtt(result)
-            if outdir is None:
+            with tqdm(total=1.0, desc=Path(path).name, unit="s", disable=not show, file=sys.stderr,
+                      bar_format="{desc} |{bar}| {n:.1f}/{total:.1f} s {percentage:3.0f}% [{elapsed}<{remaining}]",
+                      leave=True, dynamic_ncols=True) as bar:
+                def progress(done: float, total: float, bar=bar) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+                try:
+                    result = model.transcribe(path, options, progress=progress)
+                except Exception as exc:  # one bad file must not stop the others
+                    bar.leave = False
+                    bar.close()
+                    print(f"error: {path}: {str(exc) or type(exc).__name__}", file=sys.stderr)
+                    failed += 1
+                    continue
+            out = formats.render(result, args.format, source=path)
+            if dst is None:
                 sys.stdout.write(out)
                 sys.stdout.flush()
-            else:
-                dst = outdir / f"{Path(path).stem}.{args.format}"
-                dst.write_text(out, encoding="utf-8")
-                if args.verbose:
-                    print(f"wrote {dst}", file=sys.stderr)
+                continue
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                formats.write_text(dst, out, overwrite=args.overwrite)
+            except OSError as exc:
+                print(f"error: {path}: cannot write {dst}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"wrote {dst}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     import funasr_cpp
+    from .options import TranscribeOptions
 
     ap = argparse.ArgumentParser(prog="funasr-cpp", description="Fun-ASR-Nano speech recognition on llama.cpp")
     ap.add_argument("--version", action="version",
@@ -211,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transcribe audio files with Fun-ASR-Nano. Long files are split into utterances of at most "
                     "--max-segment-seconds (silence-aware by default), each decoded with its own prompt. Results go "
                     "to stdout (txt: one line per file; json: one JSON object per line) or, with --output-dir, to "
-                    "DIR/<file stem>.<format>. A file that fails prints 'error: FILE: reason' on stderr and the "
-                    "others are still processed; the exit code is then 1.")
+                    "DIR/<file stem>.<format> (inputs with the same name keep their relative folders; an existing "
+                    "file is kept unless --overwrite). A file that fails prints 'error: FILE: reason' on stderr and "
+                    "the others are still processed; the exit code is then 1.")
     tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     src = tr.add_argument_group("model (one of)")
     src.add_argument("--model", "-m", default=None, metavar="SRC",
@@ -230,21 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "default: automatic")
     dec.add_argument("--no-itn", action="store_true", help="ask for text without inverse text normalization")
     dec.add_argument("--hotwords", default=None, metavar="A,B", help="comma-separated hotwords")
-    dec.add_argument("--max-new-tokens", type=int, default=512, metavar="N",
-                     help="generated-token limit per segment (default 512; also scaled to segment duration)")
+    dec.add_argument("--max-new-tokens", type=int, default=TranscribeOptions.max_new_tokens, metavar="N",
+                     help=f"generated-token limit per segment (default {TranscribeOptions.max_new_tokens}; also "
+                          "scaled to segment duration)")
     dec.add_argument("--no-repetition-guard", action="store_true",
                      help="turn off the runaway guard (token budget scaled to segment duration, cutting a "
                           "repeated n-gram loop): only --max-new-tokens limits the output")
     dec.add_argument("--segment", choices=["silence", "fixed"], default=None,
                      help="how to split audio: silence-aware or fixed windows (default: split only audio longer "
                           "than --max-segment-seconds, at silences)")
-    dec.add_argument("--max-segment-seconds", type=float, default=30.0, metavar="S",
-                     help="longest segment in seconds (default 30)")
+    dec.add_argument("--max-segment-seconds", type=float, default=TranscribeOptions.max_segment_seconds,
+                     metavar="S", help=f"longest segment in seconds (default {TranscribeOptions.max_segment_seconds:g})")
     out = tr.add_argument_group("output and runtime")
     out.add_argument("--format", "-f", choices=["txt", "json", "srt", "vtt"], default="txt",
                      help="output format (default txt)")
     out.add_argument("--output-dir", "-o", default=None, metavar="DIR",
                      help="write DIR/<stem>.<format> per file instead of printing")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace existing output files (default: keep them and skip those inputs)")
     out.add_argument("--threads", "-t", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     out.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
     out.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
@@ -253,7 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="KV cache type (default f16; f32 reproduces upstream's fp32 run most closely)")
     out.add_argument("--progress", action="store_true",
                      help="show the progress bar on stderr even when it is not a terminal")
-    out.add_argument("--verbose", "-v", action="store_true", help="say which files were written")
     tr.set_defaults(func=_cmd_transcribe)
     return ap
 

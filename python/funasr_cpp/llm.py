@@ -25,7 +25,7 @@ class LlamaModel(_core.LlamaModel):
       parity work, ``"f16"`` default, ``"bf16"``, ``"q8_0"``). llama.cpp pads ``n_ctx`` up to a multiple of 256 and caps
       ``n_batch`` at ``n_ctx``: read the properties for the values in use.
     - ``tokenize(text, *, add_special=False, parse_special=True) -> list[int]``
-    - ``detokenize(tokens, *, remove_special=False, unparse_special=True) -> str``
+    - ``detokenize(tokens, *, unparse_special=True) -> str``
     - ``token_to_piece(id, *, special=True) -> bytes``
     - ``eval_logits(tokens) -> np.ndarray`` float32 ``[n_tokens, n_vocab]``: the
       tokens decoded as one sequence from position 0 (the KV cache is cleared

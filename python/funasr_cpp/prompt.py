@@ -44,7 +44,8 @@ def normalize_language(language: Optional[str]) -> Optional[str]:
                      f"{', '.join(LANGUAGE_NAMES)} or the codes {', '.join(codes)}")
 
 
-def _check_hotwords(hotwords) -> list[str]:
+def check_hotwords(hotwords) -> list[str]:
+    """None or a list/tuple of str -> a list (TypeError naming what is wrong)."""
     if hotwords is None:
         return []
     if not isinstance(hotwords, (list, tuple)):
@@ -59,7 +60,7 @@ def _check_hotwords(hotwords) -> list[str]:
 def instruction(language: Optional[str] = None, itn: bool = True,
                 hotwords: Optional[Sequence[str]] = None) -> str:
     """The user instruction of upstream ``FunASRNano.get_prompt(hotwords, language, itn)``."""
-    words = _check_hotwords(hotwords)
+    words = check_hotwords(hotwords)
     name = normalize_language(language)
     p = _HOTWORD_PREAMBLE + "热词列表：[" + ", ".join(words) + "]\n" if words else ""
     p += "语音转写" if name is None else "语音转写成" + name
@@ -80,5 +81,5 @@ def postprocess(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("/sil", " "))
 
 
-__all__ = ["MEDIA_MARKER", "SYSTEM_PROMPT", "LANGUAGES", "LANGUAGE_NAMES", "build_prompt", "instruction",
-           "normalize_language", "postprocess"]
+__all__ = ["MEDIA_MARKER", "SYSTEM_PROMPT", "LANGUAGES", "LANGUAGE_NAMES", "build_prompt", "check_hotwords",
+           "instruction", "normalize_language", "postprocess"]

@@ -1,6 +1,7 @@
-// funasr frontend: Kaldi fbank + LFR (+ CMVN) and the mtmd preprocessor.
+// funasr frontend: Kaldi fbank + LFR (+ CMVN) and the mtmd preprocessor, following funasr 1.4.16
+// funasr/frontends/wav_frontend.py (WavFrontend.forward, apply_lfr, apply_cmvn).
 //
-// Matches funasr's WavFrontend (kaldi fbank with its window (hamming by default), DC removal,
+// Matches WavFrontend (kaldi fbank with its window (hamming by default), DC removal,
 // pre-emphasis, power spectrum, Kaldi mel bank, natural log floored at FLT_EPSILON,
 // snip_edges, dither 0) followed by apply_lfr and apply_cmvn.
 //
@@ -510,12 +511,23 @@ void mtmd_audio_preprocessor_funasr::initialize() {
     frontend = std::make_unique<funasr_frontend>(funasr_frontend_params_from_hparams(hparams));
 }
 
-// Chunks of at most chunk_seconds seconds (no chunking if <= 0); each chunk with at
-// least one fbank frame becomes one mtmd_audio_mel [n_mels, lfr_m * T_lfr], where
-// column lfr_m * i + j holds sub-frame j of LFR row i (row-major [T_lfr, n_mels * lfr_m]
-// transposed in blocks of n_mels). Audio shorter than one frame yields no chunk
-// (zero audio tokens) and success.
-// Not in funasr.h (yet): also used by the Python binding (csrc/py_audio.cpp).
+mtmd_audio_mel funasr_mtmd_mel(const float * rows, int64_t n_rows, int n_mels, int lfr_m) {
+    mtmd_audio_mel mel;
+    mel.n_mel     = n_mels;
+    mel.n_len     = (int) (n_rows * lfr_m);
+    mel.n_len_org = mel.n_len;
+    mel.data.resize((size_t) n_mels * (size_t) mel.n_len);
+    // rows viewed as [n_len sub-frames, n_mels] -> data [n_mels, n_len]
+    const int64_t n_len = mel.n_len;
+    for (int64_t s = 0; s < n_len; ++s) {
+        const float * src = rows + (size_t) s * n_mels;
+        for (int m = 0; m < n_mels; ++m) {
+            mel.data[(size_t) m * n_len + s] = src[m];
+        }
+    }
+    return mel;
+}
+
 bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
                                 size_t n_samples, std::vector<mtmd_audio_mel> & output) {
     if (n_samples > 0 && samples == nullptr) {
@@ -523,7 +535,6 @@ bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, c
     }
     const auto & p     = fe.params();
     const size_t chunk = chunk_seconds > 0 ? (size_t) chunk_seconds * (size_t) p.sample_rate : n_samples;
-    const int n_mels   = p.n_mels;
     const int n_feat   = fe.feature_dim();
 
     std::vector<float> feats;
@@ -531,23 +542,9 @@ bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, c
         const size_t n = std::min(chunk, n_samples - off);
         fe.compute(samples + off, n, feats);
         const int64_t n_lfr = (int64_t) feats.size() / n_feat;
-        if (n_lfr == 0) {
-            continue;
+        if (n_lfr > 0) {  // a chunk without a whole frame gives no audio tokens
+            output.push_back(funasr_mtmd_mel(feats.data(), n_lfr, p.n_mels, p.lfr_m));
         }
-        mtmd_audio_mel mel;
-        mel.n_mel     = n_mels;
-        mel.n_len     = n_lfr * p.lfr_m;
-        mel.n_len_org = mel.n_len;
-        mel.data.resize((size_t) mel.n_mel * mel.n_len);
-        // feats viewed as [n_len sub-frames, n_mels] -> data [n_mels, n_len]
-        const int64_t n_len = mel.n_len;
-        for (int64_t s = 0; s < n_len; ++s) {
-            const float * src = feats.data() + (size_t) s * n_mels;
-            for (int m = 0; m < n_mels; ++m) {
-                mel.data[(size_t) m * n_len + s] = src[m];
-            }
-        }
-        output.push_back(std::move(mel));
     }
     return true;
 }

@@ -1,0 +1,148 @@
+"""How to transcribe (:class:`TranscribeOptions`) and what it cost (:class:`Timings`).
+
+Every transcription default and every check of an option value lives here: ``Model.transcribe``,
+the module-level ``transcribe()`` and the CLI all build a :class:`TranscribeOptions`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .prompt import check_hotwords, normalize_language
+
+#: Runaway guard, token budget: BASE_TOKENS + max_tokens_per_second * seconds per segment.
+BASE_TOKENS = 20
+TOKENS_PER_SECOND = 15.0
+SEGMENT_MODES = ("silence", "fixed")
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Options of one transcription; checked when made (``ValueError`` / ``TypeError`` naming the
+    option). ``options.replace(language="en")`` gives a checked copy with some values changed.
+
+    - ``language``: None (automatic), an upstream name (中文, 英文, ...) or an ISO code (zh, en, ...);
+      stored as the upstream name that goes into the prompt.
+    - ``itn``: ask for inverse text normalization (upstream's default) or not.
+    - ``hotwords``: a list or tuple of words for the prompt's context (stored as a tuple).
+    - ``max_new_tokens``: generated-token limit per segment.
+    - ``segment``: None = one segment when the audio is at most ``max_segment_seconds`` long, else
+      silence-aware splitting; ``"silence"`` / ``"fixed"`` always split that way.
+    - ``max_segment_seconds``: the longest segment, 1 to 180 s.
+    - ``max_tokens_per_second``: the runaway guard's token budget per segment is
+      ``min(max_new_tokens, ceil(20 + max_tokens_per_second * seconds))``; None turns the scaling off.
+    - ``repetition_guard``: cut a segment that used up its budget in a loop (see funasr_cpp.guard).
+    - ``ignore_eos``: benchmarking, like llama.cpp's ``--ignore-eos``: every segment generates its
+      whole token budget, end-of-turn tokens are skipped.
+    """
+    language: Optional[str] = None
+    itn: bool = True
+    hotwords: tuple[str, ...] = ()
+    max_new_tokens: int = 512
+    segment: Optional[str] = None
+    max_segment_seconds: float = 30.0
+    max_tokens_per_second: Optional[float] = TOKENS_PER_SECOND
+    repetition_guard: bool = True
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)  # frozen: values are normalized once, here
+
+        put("language", normalize_language(self.language))
+        put("hotwords", tuple(check_hotwords(self.hotwords)))
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {n!r}")
+        put("max_new_tokens", int(n))
+        if self.segment is not None and self.segment not in SEGMENT_MODES:
+            raise ValueError(f"segment must be None, 'silence' or 'fixed', got {self.segment!r}")
+        s = self.max_segment_seconds
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 1.0 <= s <= 180.0:
+            raise ValueError(f"max_segment_seconds must be a number in [1, 180], got {s!r}")
+        put("max_segment_seconds", float(s))
+        r = self.max_tokens_per_second
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or math.isinf(r)):
+            raise ValueError(f"max_tokens_per_second must be a positive number or None, got {r!r}")
+        for name in ("itn", "repetition_guard", "ignore_eos"):
+            put(name, bool(getattr(self, name)))
+
+    def replace(self, **changes: Any) -> "TranscribeOptions":
+        """A checked copy with ``changes`` applied (unknown names: ``TypeError``)."""
+        return dataclasses.replace(self, **self.check_names(changes))
+
+    @classmethod
+    def check_names(cls, changes: dict) -> dict:
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise TypeError(f"unknown transcription option(s) {', '.join(map(repr, unknown))}; "
+                            f"valid: {', '.join(valid)}")
+        return changes
+
+    @classmethod
+    def build(cls, options: Optional["TranscribeOptions"] = None, **overrides: Any) -> "TranscribeOptions":
+        """``options`` (default: all defaults) with ``overrides`` applied."""
+        if options is not None and not isinstance(options, cls):
+            raise TypeError(f"options must be a TranscribeOptions, got {type(options).__name__}")
+        base = options if options is not None else cls()
+        return base.replace(**overrides) if overrides else base
+
+    def token_budget(self, seconds: float) -> int:
+        """Generated-token limit for a segment of ``seconds``."""
+        return token_budget(seconds, self.max_new_tokens, self.max_tokens_per_second)
+
+
+def token_budget(seconds: float, max_new_tokens: int, tokens_per_second: Optional[float] = TOKENS_PER_SECOND) -> int:
+    """``min(max_new_tokens, ceil(BASE_TOKENS + tokens_per_second * seconds))``, at least 1;
+    just ``max_new_tokens`` when ``tokens_per_second`` is None."""
+    if tokens_per_second is None:
+        return int(max_new_tokens)
+    return max(1, min(int(max_new_tokens), math.ceil(BASE_TOKENS + tokens_per_second * seconds)))
+
+
+@dataclass
+class Timings:
+    """What a transcription cost: stage times in milliseconds summed over its segments, token
+    counts, and the rates derived from them (set by :meth:`finish`)."""
+    load_ms: float = 0.0          # Model load (once per Model; repeated in every result)
+    frontend_ms: float = 0.0      # fbank + LFR
+    encode_ms: float = 0.0        # encoder + adaptor
+    prefill_ms: float = 0.0       # prompt + audio rows through the LLM
+    decode_ms: float = 0.0        # greedy decoding
+    total_ms: float = 0.0         # wall time of the whole call, audio decoding included
+    n_prompt_tokens: int = 0
+    n_cached_tokens: int = 0      # prompt tokens kept in the KV cache from the previous segment
+    n_generated_tokens: int = 0
+    n_decoded_tokens: int = 0     # single-token llama_decode calls (the first token comes from the prefill)
+    tokens_per_s: float = 0.0             # n_decoded_tokens / decode time
+    prefill_tokens_per_s: float = 0.0     # (n_prompt_tokens - n_cached_tokens) / prefill time
+    real_time_factor: float = 0.0         # total time / audio duration
+
+    STAGES = ("frontend_ms", "encode_ms", "prefill_ms", "decode_ms")  # class constant, not a field
+
+    def add(self, generation: Any) -> None:
+        """Add one ``_core.Generation`` (one segment)."""
+        for k in self.STAGES:
+            setattr(self, k, getattr(self, k) + float(getattr(generation, k)))
+        self.n_prompt_tokens += int(generation.n_prompt_tokens)
+        self.n_cached_tokens += int(generation.n_cached_tokens)
+        self.n_generated_tokens += len(generation.tokens)
+        self.n_decoded_tokens += int(generation.n_decoded_tokens)
+
+    def finish(self, total_ms: float, duration: float) -> "Timings":
+        self.total_ms = total_ms
+        self.tokens_per_s = self.n_decoded_tokens / (self.decode_ms / 1000.0) if self.decode_ms > 0 else 0.0
+        prefilled = self.n_prompt_tokens - self.n_cached_tokens
+        self.prefill_tokens_per_s = prefilled / (self.prefill_ms / 1000.0) if self.prefill_ms > 0 else 0.0
+        self.real_time_factor = total_ms / 1000.0 / duration if duration > 0 else 0.0
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+__all__ = ["BASE_TOKENS", "SEGMENT_MODES", "TOKENS_PER_SECOND", "Timings", "TranscribeOptions", "token_budget"]
