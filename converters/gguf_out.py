@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,7 @@ import numpy as np
 
 import gguf
 from gguf import GGMLQuantizationType as QT
+from tqdm import tqdm
 
 # user-facing type names -> ggml types for matrix weights
 WEIGHT_TYPES = {"f32": QT.F32, "f16": QT.F16, "bf16": QT.BF16, "q8_0": QT.Q8_0}
@@ -86,15 +86,13 @@ def write_gguf(path: Path, arch: str, add_metadata: Callable[[gguf.GGUFWriter], 
         writer.write_header_to_file(tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        start, done = time.time(), 0
-        for i, t in enumerate(tensors):
-            data = _encode(t)
-            writer.write_tensor_data(data)
-            done += data.nbytes
-            if progress and (i + 1 == len(tensors) or (i + 1) % 50 == 0):
-                print(f"\r[{label}] {i + 1}/{len(tensors)} tensors, {done / 2**20:.0f} MiB, "
-                      f"{time.time() - start:.1f} s", end="\n" if i + 1 == len(tensors) else "",
-                      file=sys.stderr, flush=True)
+        total = sum(_nbytes(t.shape, t.qtype) for t in tensors)
+        with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                  disable=not progress) as bar:
+            for t in tensors:
+                data = _encode(t)
+                writer.write_tensor_data(data)
+                bar.update(data.nbytes)
         writer.close()
         os.replace(tmp, path)
     except BaseException:
