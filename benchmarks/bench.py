@@ -5,7 +5,7 @@
     python benchmarks/bench.py --tiny --out /tmp/b  # smoke run on the tiny test weights (~1 min)
 
 Generates (once, into --work) a random-weight release folder with the real Fun-ASR-Nano-2512
-shapes, its GGUF conversions and espeak-ng speech, then measures each configuration in a fresh
+shapes, its GGUF conversions and eSpeak NG speech, then measures each configuration in a fresh
 process (measure.py) and appends to --out/results.json (a rerun skips what is there; --fresh
 starts over). Finally writes --out/report.md and --out/benchmarks.png (report.py).
 llama.cpp's own numbers come from llama-bench built in the same build folder:

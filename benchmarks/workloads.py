@@ -68,12 +68,12 @@ def gguf_files(folder: Path, out: Path, llm_types=LLM_TYPES, mmproj_types=MMPROJ
 
 
 def audio_files(work: Path, seconds) -> dict:
-    """{seconds: wav path}: prefixes of one espeak-ng speech track (sentences + 0.4 s pauses)."""
+    """{seconds: wav path}: prefixes of one eSpeak NG speech track (sentences + 0.4 s pauses)."""
     paths = {s: work / f"speech-{s:g}s.wav" for s in seconds}
     if all(p.is_file() for p in paths.values()):
         return paths
     pause = np.zeros(int(0.4 * SAMPLE_RATE), np.float32)
-    voices = [np.concatenate([espeak(t, v, work), pause]) for v, t in SENTENCES]
+    voices = [np.concatenate([espeak(t, v), pause]) for v, t in SENTENCES]
     track = np.concatenate(voices)
     need = int(max(seconds) * SAMPLE_RATE)
     track = np.tile(track, need // track.size + 1)

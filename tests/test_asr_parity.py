@@ -7,36 +7,18 @@ import re
 import numpy as np
 import pytest
 
-from fixtures.checkpoint import soften_attention, write_checkpoint
-from fixtures.upstream import load_automodel, no_dither
+from fixtures.speech import wav16k_samples
+from fixtures.upstream import MAX_TOKENS, OPTIONS
 from funasr_cpp import _core
-from funasr_cpp.converters import convert
 from funasr_cpp.prompt import MEDIA_MARKER, build_prompt, postprocess
-from test_mtmd_cli import MAX_TOKENS, SPEECH, espeak, write_wav16k
-
-HOTWORDS = ["通义", "Fun-ASR"]
-# name -> the keyword arguments of both upstream generate() and build_prompt()
-OPTIONS = {
-    "default": {},
-    "language": {"language": "中文"},
-    "no-itn": {"itn": False},
-    "hotwords": {"hotwords": HOTWORDS},
-    "all": {"language": "中文", "itn": False, "hotwords": HOTWORDS},
-}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("asr")
-    folder = tmp / "nano"
-    write_checkpoint(folder, seed=0, ctc=False)
-    soften_attention(folder)  # long greedy runs stay clear of near-tied logits
-    llm, mmproj = convert(folder, tmp / "gguf", llm_type="f32", mmproj_type="f32", progress=False)
-    audios = {"speech-zh": espeak(SPEECH["zh"], "cmn", tmp), "speech-en": espeak(SPEECH["en"], "en", tmp)}
-    wavs = {name: write_wav16k(tmp / f"{name}.wav", x) for name, x in audios.items()}
+def setup(soft_release, soft_gguf, speech, speech_wavs):
+    llm, mmproj = soft_gguf
     # what upstream reads back from the 16-bit wav files
-    samples = {name: np.clip(np.round(x * 32767), -32768, 32767).astype(np.float32) / 32768 for name, x in audios.items()}
-    return {"tmp": tmp, "folder": folder, "llm": llm, "mmproj": mmproj, "wavs": wavs, "samples": samples}
+    samples = {f"speech-{lang}": wav16k_samples(x) for lang, x in speech.items()}
+    return {"folder": soft_release, "llm": llm, "mmproj": mmproj, "wavs": speech_wavs, "samples": samples}
 
 
 @pytest.fixture(scope="module")
@@ -47,50 +29,17 @@ def asr(setup):
 
 
 @pytest.fixture(scope="module")
-def upstream(setup):
+def upstream(setup, soft_upstream):
     """{(audio, option): {"ids", "text", "prompt", "prompt_ids"}} from funasr AutoModel.generate."""
-    with no_dither():
-        model = load_automodel(setup["folder"])
-        cap: dict = {}
-        llm_generate = model.model.llm.generate
-
-        def capture_generate(*args, **kwargs):
-            out = llm_generate(*args, **kwargs)
-            cap["ids"] = out[0].tolist()
-            return out
-
-        model.model.llm.generate = capture_generate
-        # the strings upstream tokenizes (data_load_speech gets its own tokenizer object)
-        load = type(model.model).data_load_speech
-
-        def capture_load(self, contents, tokenizer, *args, **kwargs):
-            encode = tokenizer.encode
-
-            def capture_encode(text, *a, **k):
-                ids = encode(text, *a, **k)
-                cap.setdefault("encoded", []).append((text, list(ids)))
-                return ids
-
-            tokenizer.encode = capture_encode
-            try:
-                return load(self, contents, tokenizer, *args, **kwargs)
-            finally:
-                del tokenizer.encode
-
-        model.model.data_load_speech = capture_load.__get__(model.model)
-        # the first call runs with a still-bf16 prompt embedding (fun-asr-nano.md §7.5): warm up
-        model.generate(input=[str(setup["wavs"]["speech-en"])], cache={}, batch_size=1, max_length=4)
-        results = {}
-        for name, wav in setup["wavs"].items():
-            for option, kwargs in OPTIONS.items():
-                cap.clear()
-                res = model.generate(input=[str(wav)], cache={}, batch_size=1, max_length=MAX_TOKENS, **kwargs)
-                # prefix, suffix (then the assistant placeholder "null" as the training target)
-                (prefix, prefix_ids), (suffix, suffix_ids) = cap["encoded"][:2]
-                results[name, option] = {"ids": cap["ids"], "text": res[0]["text"],
-                                         "prompt": prefix + MEDIA_MARKER + suffix,
-                                         "prompt_ids": (prefix_ids, suffix_ids)}
-        return results
+    results = {}
+    for name, wav in setup["wavs"].items():
+        for option, kwargs in OPTIONS.items():
+            res = soft_upstream.generate(wav, max_length=MAX_TOKENS, **kwargs)
+            # prefix, suffix (then the assistant placeholder "null" as the training target)
+            (prefix, prefix_ids), (suffix, suffix_ids) = res["encoded"][:2]
+            results[name, option] = {"ids": res["ids"], "text": res["text"], "prompt": prefix + MEDIA_MARKER + suffix,
+                                     "prompt_ids": (prefix_ids, suffix_ids)}
+    return results
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
@@ -111,7 +60,7 @@ def test_tokens_and_text_equal_upstream(setup, upstream, asr, name, option):
     up_ids = list(up["ids"])
     while up_ids and asr.is_eog(up_ids[-1]):  # HF keeps the final <|im_end|>, we do not
         up_ids.pop()
-    ours = res["tokens"]
+    ours = res.tokens
     if ours != up_ids:
         i = next((k for k, (a, b) in enumerate(zip(ours, up_ids)) if a != b), min(len(ours), len(up_ids)))
         pytest.fail(f"first difference at generated token {i}: ours "
@@ -119,15 +68,14 @@ def test_tokens_and_text_equal_upstream(setup, upstream, asr, name, option):
                     f"(lengths {len(ours)} / {len(up_ids)})")
     assert postprocess(asr.detokenize(ours)) == up["text"]
     assert len(up["text"]) > 0
-    assert 0 < res["n_audio_tokens"] < res["n_prompt_tokens"]
-    assert all(res[k] >= 0 for k in ("frontend_ms", "encode_ms", "prefill_ms", "decode_ms"))
-    assert res["n_decoded_tokens"] == len(ours) - 1  # the first token comes from the prefill's logits
+    assert 0 < res.n_audio_tokens < res.n_prompt_tokens
+    assert all(getattr(res, k) >= 0 for k in ("frontend_ms", "encode_ms", "prefill_ms", "decode_ms"))
+    assert res.n_decoded_tokens == len(ours) - 1  # the first token comes from the prefill's logits
 
 
-def test_ignore_eos_generates_the_whole_budget(tmp_path):
+def test_ignore_eos_generates_the_whole_budget(plain_gguf):
     # the default (unsoftened) tiny model ends its answer early on some noise inputs
-    write_checkpoint(tmp_path / "nano", seed=0, ctc=False)
-    llm, mmproj = convert(tmp_path / "nano", tmp_path / "gguf", llm_type="f32", mmproj_type="f32", progress=False)
+    llm, mmproj = plain_gguf
     n = 64
     with _core.AsrModel(llm, mmproj, n_threads=1) as m:
         eog = np.array([m.is_eog(i) for i in range(m.n_vocab)])
@@ -137,12 +85,12 @@ def test_ignore_eos_generates_the_whole_budget(tmp_path):
             x = (rng.standard_normal(int(rng.integers(400, 32000))) * 0.1 * rng.random()).astype(np.float32)
             plain = m.generate(x, build_prompt(), max_new_tokens=n)
             full = m.generate(x, build_prompt(), max_new_tokens=n, ignore_eos=True, return_logits=True)
-            tokens = np.array(full["tokens"])
-            assert len(tokens) == n and full["n_decoded_tokens"] == n - 1 and not eog[tokens].any()
+            tokens = np.array(full.tokens)
+            assert len(tokens) == n and full.n_decoded_tokens == n - 1 and not eog[tokens].any()
             # every token is the first maximum of its logits over the non-EOG tokens
-            assert (np.where(eog, -np.inf, full["logits"]).argmax(axis=1) == tokens).all()
-            assert full["tokens"][:len(plain["tokens"])] == plain["tokens"]
-            stopped_early += len(plain["tokens"]) < n
+            assert (np.where(eog, -np.inf, full.logits).argmax(axis=1) == tokens).all()
+            assert full.tokens[:len(plain.tokens)] == plain.tokens
+            stopped_early += len(plain.tokens) < n
         assert stopped_early >= 1  # the EOG-skipping path was exercised
 
 
@@ -153,15 +101,15 @@ def test_prompt_prefix_kept_in_the_kv_cache(setup):
         again = m.generate(x, build_prompt(), max_new_tokens=16, return_logits=True)
         other_audio = m.generate(y, build_prompt(), max_new_tokens=16, return_logits=True)
         other_prompt = m.generate(y, build_prompt(**OPTIONS["all"]), max_new_tokens=16)
-    assert first["n_cached_tokens"] == 0
+    assert first.n_cached_tokens == 0
     # the system turn + instruction before the audio is not prefilled again
     prefix = len(_prefix_ids(setup, build_prompt()))
-    assert again["n_cached_tokens"] == other_audio["n_cached_tokens"] == prefix > 0
-    assert other_prompt["n_cached_tokens"] == 0  # another instruction: a fresh prefill
-    assert again["tokens"] == first["tokens"] and np.array_equal(again["logits"], first["logits"])
+    assert again.n_cached_tokens == other_audio.n_cached_tokens == prefix > 0
+    assert other_prompt.n_cached_tokens == 0  # another instruction: a fresh prefill
+    assert again.tokens == first.tokens and np.array_equal(again.logits, first.logits)
     with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as fresh:
         ref = fresh.generate(y, build_prompt(), max_new_tokens=16, return_logits=True)
-    assert other_audio["tokens"] == ref["tokens"] and np.array_equal(other_audio["logits"], ref["logits"])
+    assert other_audio.tokens == ref.tokens and np.array_equal(other_audio.logits, ref.logits)
 
 
 def _prefix_ids(setup, prompt):
@@ -177,11 +125,11 @@ def test_context_is_sized_to_the_input(setup):
         assert m.n_ctx == 1024
         # prompt + 1100 new tokens need a second step of 1024 cells
         res = m.generate(x, build_prompt(), max_new_tokens=1100, ignore_eos=True)
-        assert m.n_ctx == 2048 and len(res["tokens"]) == 1100
-        assert m.generate(x, build_prompt(), max_new_tokens=8)["tokens"] == res["tokens"][:8]
+        assert m.n_ctx == 2048 and len(res.tokens) == 1100
+        assert m.generate(x, build_prompt(), max_new_tokens=8).tokens == res.tokens[:8]
     with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1, n_ctx=256) as m:  # a fixed size is kept
         res = m.generate(x, build_prompt(), max_new_tokens=1100, ignore_eos=True)
-        assert m.n_ctx == 256 and res["n_prompt_tokens"] + len(res["tokens"]) == 256
+        assert m.n_ctx == 256 and res.n_prompt_tokens + len(res.tokens) == 256
 
 
 def test_iso_codes_give_the_same_prompt():
@@ -208,12 +156,9 @@ def test_postprocess():
     assert postprocess("") == ""
 
 
-def test_mismatched_llm_and_mmproj(setup):
-    other = setup["tmp"] / "nano192"
-    write_checkpoint(other, seed=1, ctc=False, dims={"llm_hidden": 192})
-    _, mmproj192 = convert(other, setup["tmp"] / "gguf192", llm_type="f32", mmproj_type="f32", progress=False)
+def test_mismatched_llm_and_mmproj(setup, mmproj_192):
     with pytest.raises(ValueError, match=r"embedding width does not match.*192.*128"):
-        _core.AsrModel(setup["llm"], mmproj192, n_threads=1)
+        _core.AsrModel(setup["llm"], mmproj_192, n_threads=1)
 
 
 def test_missing_and_invalid_files(setup, tmp_path):
@@ -230,8 +175,8 @@ def test_missing_and_invalid_files(setup, tmp_path):
 def test_audio_shorter_than_one_frame(asr):
     for n in (0, 1, 300, 399):  # < 25 ms: no audio rows, still an answer
         res = asr.generate(np.zeros(n, np.float32), build_prompt(), max_new_tokens=4)
-        assert res["n_audio_tokens"] == 0 and res["n_prompt_tokens"] > 0
-        assert len(res["tokens"]) <= 4
+        assert res.n_audio_tokens == 0 and res.n_prompt_tokens > 0
+        assert len(res.tokens) <= 4
 
 
 def test_bad_generate_inputs(asr):

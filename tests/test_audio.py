@@ -12,7 +12,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from funasr_cpp.audio import SAMPLE_RATE, audio_duration, load_audio, split_utterances
-from test_mtmd_cli import SPEECH, espeak, write_wav16k
+from fixtures.speech import wav16k_pcm, write_wav16k
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -27,19 +27,16 @@ def _resample(x: np.ndarray, src: int, dst: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    """An espeak-ng utterance at 16 kHz, quantised to int16 (what the WAV files hold)."""
-    tmp = tmp_path_factory.mktemp("audio")
-    x = espeak(SPEECH["en"], "en", tmp)
-    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
-    return tmp, pcm
+def clip(tmp_path_factory, speech):
+    """(scratch folder, the English eSpeak NG clip at 16 kHz quantised to int16: what the WAV files hold)."""
+    return tmp_path_factory.mktemp("audio"), wav16k_pcm(speech["en"]).astype(np.int16)
 
 
 # --------------------------------------------------------------------------------------------
 # files, same rate, lossless: exact
 
-def test_wav_int16_exact(speech):
-    tmp, pcm = speech
+def test_wav_int16_exact(clip):
+    tmp, pcm = clip
     path = write_wav16k(tmp / "int16.wav", pcm / 32767)  # the test helper's own writer
     y = load_audio(path)
     assert y.dtype == np.float32 and y.ndim == 1
@@ -47,21 +44,21 @@ def test_wav_int16_exact(speech):
     np.testing.assert_array_equal(load_audio(str(path)), y)  # str and Path alike
 
 
-def test_wav_float32_exact(speech):
-    tmp, pcm = speech
+def test_wav_float32_exact(clip):
+    tmp, pcm = clip
     x = pcm / np.float32(32768)
     sf.write(tmp / "float.wav", x, 16000, subtype="FLOAT")
     np.testing.assert_array_equal(load_audio(tmp / "float.wav"), x)
 
 
-def test_flac_exact(speech):
-    tmp, pcm = speech
+def test_flac_exact(clip):
+    tmp, pcm = clip
     sf.write(tmp / "a.flac", pcm, 16000, subtype="PCM_16")
     np.testing.assert_array_equal(load_audio(tmp / "a.flac"), pcm / np.float32(32768))
 
 
-def test_stereo_is_averaged(speech):
-    tmp, pcm = speech
+def test_stereo_is_averaged(clip):
+    tmp, pcm = clip
     x = pcm / np.float32(32768)
     sf.write(tmp / "stereo.wav", np.stack([x, 0.5 * x], axis=1), 16000, subtype="FLOAT")
     np.testing.assert_allclose(load_audio(tmp / "stereo.wav"), 0.75 * x, atol=1e-7)
@@ -71,8 +68,8 @@ def test_stereo_is_averaged(speech):
     np.testing.assert_allclose(load_audio(tmp / "stereo16.wav"), expect, atol=1e-7)
 
 
-def test_bytes_and_file_objects(speech):
-    tmp, pcm = speech
+def test_bytes_and_file_objects(clip):
+    tmp, pcm = clip
     sf.write(tmp / "b.flac", pcm, 16000, subtype="PCM_16")
     expect = pcm / np.float32(32768)
     data = (tmp / "b.flac").read_bytes()
@@ -95,16 +92,16 @@ def test_bytes_and_file_objects(speech):
     np.testing.assert_array_equal(load_audio(Pipe(data)), expect)
 
 
-def test_sample_rate_for_files_must_match(speech):
-    tmp, pcm = speech
+def test_sample_rate_for_files_must_match(clip):
+    tmp, pcm = clip
     sf.write(tmp / "m.wav", pcm, 16000, subtype="PCM_16")
     assert len(load_audio(tmp / "m.wav", sample_rate=16000)) == len(pcm)
     with pytest.raises(ValueError, match="16000 Hz but sample_rate=8000"):
         load_audio(tmp / "m.wav", sample_rate=8000)
 
 
-def test_audio_duration(speech):
-    tmp, pcm = speech
+def test_audio_duration(clip):
+    tmp, pcm = clip
     sf.write(tmp / "d.wav", np.stack([pcm, pcm], 1), 16000, subtype="PCM_16")
     assert audio_duration(tmp / "d.wav") == pytest.approx(len(pcm) / 16000)
     with open(tmp / "d.wav", "rb") as f:
@@ -122,8 +119,8 @@ def test_audio_duration(speech):
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 @pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
-def test_resampled_wav(speech, rate, subtype):
-    tmp, pcm = speech
+def test_resampled_wav(clip, rate, subtype):
+    tmp, pcm = clip
     x = pcm / np.float32(32768)
     src = _resample(x, 16000, rate)
     path = tmp / f"r{rate}-{subtype}.wav"
@@ -136,16 +133,16 @@ def test_resampled_wav(speech, rate, subtype):
     assert _corr(y, x) > (0.99 if rate == 8000 else 0.999)
 
 
-def test_resampled_stereo_flac_44k(speech):
-    tmp, pcm = speech
+def test_resampled_stereo_flac_44k(clip):
+    tmp, pcm = clip
     x = pcm / np.float32(32768)
     src = _resample(x, 16000, 44100)
     sf.write(tmp / "s44.flac", np.stack([src, src], 1), 44100, subtype="PCM_16")
     assert _corr(load_audio(tmp / "s44.flac"), x) > 0.999
 
 
-def test_scipy_fallback_without_soxr(speech, monkeypatch):
-    tmp, pcm = speech
+def test_scipy_fallback_without_soxr(clip, monkeypatch):
+    tmp, pcm = clip
     x = pcm / np.float32(32768)
     sf.write(tmp / "fb.wav", _resample(x, 16000, 22050), 22050, subtype="FLOAT")
     with_soxr = load_audio(tmp / "fb.wav")
@@ -162,10 +159,10 @@ def test_scipy_fallback_without_soxr(speech, monkeypatch):
     ("MP3", "MPEG_LAYER_III", 16000, 1),
     ("MP3", "MPEG_LAYER_III", 44100, 2),
 ])
-def test_lossy(speech, fmt, subtype, rate, channels):
+def test_lossy(clip, fmt, subtype, rate, channels):
     if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
         pytest.fail(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}/{subtype}")
-    tmp, pcm = speech
+    tmp, pcm = clip
     x = pcm / np.float32(32768)
     src = _resample(x, 16000, rate)
     if channels == 2:

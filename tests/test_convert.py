@@ -15,6 +15,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFReader, dequantize
 
 from fixtures.checkpoint import write_checkpoint
+from fixtures.cli import scripts_path_env
 from funasr_cpp.converters import ReleaseError, convert
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -381,23 +382,17 @@ def test_failed_write_keeps_the_existing_output(ckpt, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- command line
 
-def _scripts_env():
-    import sysconfig
-
-    return dict(os.environ, PATH=sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", ""))
-
-
 def test_cli_convert(ckpt, tmp_path):
     import subprocess
 
-    exe = shutil.which("funasr-cpp", path=_scripts_env()["PATH"])
+    exe = shutil.which("funasr-cpp", path=scripts_path_env()["PATH"])
     out = subprocess.run([exe, "convert", str(ckpt), "--outdir", str(tmp_path / "o"), "--llm-type", "q8_0",
-                          "--mmproj-type", "f16"], capture_output=True, text=True, env=_scripts_env())
+                          "--mmproj-type", "f16"], capture_output=True, text=True, env=scripts_path_env())
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
         "fun-asr-nano-tiny-q8_0.gguf", "mmproj-fun-asr-nano-tiny-f16.gguf"]
     bad = subprocess.run([exe, "convert", str(tmp_path / "missing"), "--outdir", str(tmp_path / "o2")],
-                         capture_output=True, text=True, env=_scripts_env())
+                         capture_output=True, text=True, env=scripts_path_env())
     assert bad.returncode == 1 and bad.stderr.startswith("error: model folder not found")
     assert len(bad.stderr.strip().splitlines()) == 1
 

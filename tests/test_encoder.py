@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from fixtures.checkpoint import write_checkpoint
+from fixtures.encoder import features, reference, upstream_fake_token_len
 from funasr_cpp import _core
 from funasr_cpp.converters import convert
 
@@ -19,47 +19,31 @@ CASES = {
 FRAME_COUNTS = [1, 2, 3, 7, 8, 9, 17, 38, 101, 500, 1000]  # 1000 LFR frames = 60 s in one chunk
 
 
-def upstream_fake_token_len(t: int) -> int:
-    """FunASRNano.data_load_speech's rule (use_low_frame_rate), as written upstream."""
-    olens = 1 + (t - 3 + 2 * 1) // 2
-    olens = 1 + (olens - 3 + 2 * 1) // 2
-    return (olens - 1) // 2 + 1
-
-
 @pytest.fixture(scope="module", params=list(CASES))
 def model(request, tmp_path_factory):
     import funasr.models.fun_asr_nano.model  # noqa: F401  (registers FunASRNano)
     from funasr import AutoModel
 
     seed, dims = CASES[request.param]
-    folder = tmp_path_factory.mktemp(request.param) / "nano"
-    write_checkpoint(folder, seed=seed, dims=dims, ctc=False)
+    mmproj = {}
+    if request.param == "tiny":  # the session's plain_release (seed 0, default dims, no CTC tensors)
+        folder = request.getfixturevalue("plain_release")
+        mmproj["f32"] = request.getfixturevalue("plain_gguf")[1]
+    else:
+        folder = tmp_path_factory.mktemp(request.param) / "nano"
+        write_checkpoint(folder, seed=seed, dims=dims, ctc=False)
     net = AutoModel(model=str(folder), device="cpu", hub="ms", disable_update=True, disable_pbar=True).model
     net.eval()
-    mmproj = {}
     for kind in ("f32", "f16", "bf16", "q8_0"):
-        mmproj[kind] = convert(folder, tmp_path_factory.mktemp(f"{request.param}-{kind}"),
-                               llm_type="f32", mmproj_type=kind, progress=False)[1]
+        if kind not in mmproj:
+            mmproj[kind] = convert(folder, tmp_path_factory.mktemp(f"{request.param}-{kind}"),
+                                   llm_type="f32", mmproj_type=kind, progress=False)[1]
     return net, mmproj
-
-
-def reference(net, feats: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        x = torch.tensor(feats)[None]  # a copy: the encoder scales its input in place
-        enc, lens = net.audio_encoder(x, torch.tensor([feats.shape[0]]))
-        out, _ = net.audio_adaptor(enc, lens)
-    return out[0].numpy()
-
-
-def features(t: int, seed: int) -> np.ndarray:
-    # log-mel-like LFR rows: per-bin offsets plus noise, the scale of real fbank features
-    rng = np.random.default_rng(seed)
-    return (rng.normal(-6, 3, size=(1, 560)) + rng.normal(0, 2, size=(t, 560))).astype(np.float32)
 
 
 def test_token_count_matches_upstream_rule(model):
     _, mmproj = model
-    enc = _core.AudioEncoder(str(mmproj["f32"]), n_threads=2)
+    enc = _core.testing.AudioEncoder(str(mmproj["f32"]), n_threads=2)
     for t in list(range(1, 80)) + [500, 1000, 2999]:
         assert enc.n_tokens(t) == upstream_fake_token_len(t), t
 
@@ -67,7 +51,7 @@ def test_token_count_matches_upstream_rule(model):
 @pytest.mark.parametrize("flash_attn", ["off", "on"])
 def test_f32_encoder_matches_funasr(model, flash_attn):
     net, mmproj = model
-    enc = _core.AudioEncoder(str(mmproj["f32"]), n_threads=2, flash_attn=flash_attn)
+    enc = _core.testing.AudioEncoder(str(mmproj["f32"]), n_threads=2, flash_attn=flash_attn)
     worst = 0.0
     for t in FRAME_COUNTS:
         feats = features(t, seed=t)
@@ -85,7 +69,7 @@ def test_f32_encoder_matches_funasr(model, flash_attn):
 @pytest.mark.parametrize("flash_attn", ["off", "on"])
 def test_quantized_encoder_cosine(model, kind, min_cos, flash_attn):
     net, mmproj = model
-    enc = _core.AudioEncoder(str(mmproj[kind]), n_threads=2, flash_attn=flash_attn)
+    enc = _core.testing.AudioEncoder(str(mmproj[kind]), n_threads=2, flash_attn=flash_attn)
     for t in (9, 101, 500):
         feats = features(t, seed=100 + t)
         ref = reference(net, feats)[: upstream_fake_token_len(t)]
@@ -96,13 +80,13 @@ def test_quantized_encoder_cosine(model, kind, min_cos, flash_attn):
 
 def test_bad_inputs(model, tmp_path):
     _, mmproj = model
-    enc = _core.AudioEncoder(str(mmproj["f32"]), n_threads=1)
+    enc = _core.testing.AudioEncoder(str(mmproj["f32"]), n_threads=1)
     with pytest.raises(ValueError, match="features must be"):
         enc.encode(np.zeros((5, 80), np.float32))
     with pytest.raises(ValueError, match="no frames"):
         enc.encode(np.zeros((0, 560), np.float32))
     with pytest.raises(FileNotFoundError, match="missing.gguf"):
-        _core.AudioEncoder(str(tmp_path / "missing.gguf"))
+        _core.testing.AudioEncoder(str(tmp_path / "missing.gguf"))
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ValueError, match="cannot load the audio encoder"):
-        _core.AudioEncoder(str(tmp_path / "junk.gguf"))
+        _core.testing.AudioEncoder(str(tmp_path / "junk.gguf"))

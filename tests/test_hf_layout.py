@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from fixtures.checkpoint import write_hf_checkpoint
+from fixtures.encoder import features
+from fixtures.prompts import PROMPT
 from funasr_cpp import _core
 from funasr_cpp.converters import convert
 from funasr_cpp.converters.release import ReleaseError, open_release
 from funasr_cpp.llm import LlamaModel
-from test_encoder import features
-from test_llm_parity import PROMPT
-from test_mtmd_cli import SPEECH, espeak
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def test_layout_is_recognised(hf):
 
 def test_rows_match_transformers(hf):
     """get_audio_features' rows (every position, transformers' LayerNorm eps) from the same features."""
-    enc = _core.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
+    enc = _core.testing.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
     worst = 0.0
     for t in (1, 2, 7, 9, 38, 217, 500):
         feats = features(t, seed=t)
@@ -59,7 +58,7 @@ def test_rows_match_transformers(hf):
     assert worst <= 1e-4, worst
 
 
-def test_features_are_the_extractors(hf, tmp_path):
+def test_features_are_the_extractors(hf, speech):
     """transformers' extractor = Kaldi fbank (torchaudio) of the unscaled samples + its own LFR.
     torchaudio is not installable here: funasr's torch port of the same Kaldi fbank stands in for
     it, and the extractor's _apply_lfr runs as written. Our frontend from the -hf mmproj (input
@@ -69,14 +68,14 @@ def test_features_are_the_extractors(hf, tmp_path):
     from funasr.utils import fbank as kaldi
     from transformers.models.fun_asr_nano.feature_extraction_fun_asr_nano import FunAsrNanoFeatureExtractor
 
-    x = espeak(SPEECH["en"], "en", tmp_path)[: 16000 * 2]
+    x = speech["en"][: 16000 * 2]
     cfg = json.loads((hf["tmp"] / "Fun-ASR-Nano-2512-hf" / "preprocessor_config.json").read_text())
     ext = types.SimpleNamespace(num_frames_lfr=cfg["num_frames_lfr"], stride_lfr=cfg["stride_lfr"])
     fb = kaldi.fbank(torch.tensor(x)[None], num_mel_bins=cfg["feature_size"], frame_length=cfg["frame_length"],
                      frame_shift=cfg["frame_shift"], sample_frequency=cfg["sampling_rate"], window_type=cfg["window"],
                      dither=0.0)
     want = FunAsrNanoFeatureExtractor._apply_lfr(ext, fb).numpy()
-    enc = _core.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
+    enc = _core.testing.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
     ours = enc.features(x)
     assert ours.shape == want.shape
     strong = want > want.max(axis=1, keepdims=True) - 18
@@ -181,12 +180,12 @@ def test_bad_hf_folders(hf, tmp_path, case, exc, match):
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
-def test_from_pretrained_accepts_the_hf_folder(hf, tmp_path):
+def test_from_pretrained_accepts_the_hf_folder(hf, tmp_path, speech):
     import funasr_cpp
 
     with funasr_cpp.Model.from_pretrained(hf["out_dir"], cache_dir=tmp_path / "cache", llm_type="f32",
                                           mmproj_type="f32", n_threads=1) as m:
-        x = espeak(SPEECH["zh"], "cmn", tmp_path)
+        x = speech["zh"]
         r = m.transcribe(x, sample_rate=16000, max_new_tokens=8)
         assert r.segments and len(r.segments[0].tokens) <= 8
     assert any((tmp_path / "cache").rglob("mmproj-*-f32.gguf"))

@@ -1,16 +1,15 @@
 """The installed package: import from anywhere, versions, backends, shipped tools, RPATHs."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
 import funasr_cpp
+from fixtures.cli import scripts_path_env
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = Path(funasr_cpp.__file__).resolve().parent
@@ -47,13 +46,6 @@ def test_system_info_lists_the_cpu_backend():
     assert any(d["type"] == "cpu" for d in cpu["devices"])
     assert cpu["features"], "the CPU backend reports its features (SSE3, AVX2, ...)"
     assert "CPU" in info.summary or "AVX" in info.summary or "NEON" in info.summary
-
-
-def scripts_path_env() -> dict:
-    """PATH as after activating the environment the package is installed in."""
-    env = dict(os.environ)
-    env["PATH"] = sysconfig.get_path("scripts") + os.pathsep + env.get("PATH", "")
-    return env
 
 
 @pytest.mark.parametrize("tool", ["llama-mtmd-cli", "llama-server"])

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import funasr_cpp
+from fixtures.cli import scripts_path_env
+from fixtures.tiny_llm_gguf import MERGES, SPECIALS, byte_symbols, write_tiny_qwen3
 from funasr_cpp.llm import QUANT_TYPES, LlamaModel, quantize
-from test_install import scripts_path_env
-from tiny_llm_gguf import MERGES, SPECIALS, byte_symbols, write_tiny_qwen3
 
 TOKENS = byte_symbols() + ["".join(m) for m in MERGES] + SPECIALS  # the tiny GGUF's token list
 IM_START, IM_END = TOKENS.index("<|im_start|>"), TOKENS.index("<|im_end|>")
@@ -27,11 +27,9 @@ FTYPES = {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2, "q4_1": 3, "q5_0
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """f32 qwen3, n_embd 64: rows too short for 256-element k-quant blocks."""
-    path = tmp_path_factory.mktemp("llm") / "tiny-qwen3.gguf"
-    write_tiny_qwen3(path)
-    return path
+def tiny(tiny_qwen3):
+    """f32 qwen3, n_embd 64: rows too short for 256-element k-quant blocks (the session's tiny_qwen3)."""
+    return tiny_qwen3[0]
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,9 @@ import pytest
 import torch
 
 from fixtures.checkpoint import soften_attention, write_checkpoint
+from fixtures.prompts import PROMPT
 from funasr_cpp.converters import convert
 from funasr_cpp.llm import LlamaModel
-
-PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-          "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
-          "热词列表：[通义实验室, Fun-ASR]\n语音转写成中文，不进行文本规整：<|im_end|>\n<|im_start|>assistant\n"
-          "今天天气很好，我们去公园散步吧。The quick brown fox jumps over the lazy dog 42 times! "
-          "语音识别模型在本地运行，速度很快。  Tabs\tand\nnewlines, ümlauts, emoji 🎉, 日本語のテキスト。")
 
 # Per LLM weight type: max |logit diff| / std(reference logits), min per-position cosine,
 # min top-1 agreement. f32 is held to an absolute 1e-3 instead. Random weights have small

@@ -4,14 +4,8 @@ from __future__ import annotations
 import pytest
 
 import funasr_cpp
-from tiny_llm_gguf import write_tiny_qwen3
 
-
-@pytest.fixture(scope="module")
-def tiny_qwen3(tmp_path_factory):
-    path = tmp_path_factory.mktemp("llm") / "tiny-qwen3.gguf"
-    expected = write_tiny_qwen3(path)
-    return path, expected
+# tiny_qwen3 (conftest.py): (path, the metadata write_tiny_qwen3 wrote)
 
 
 def test_reports_metadata(tiny_qwen3):

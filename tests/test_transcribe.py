@@ -4,12 +4,8 @@ GGUF folders, offline hub ids); long-audio segmentation; the repetition guard; b
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -17,12 +13,13 @@ import numpy as np
 import pytest
 
 import funasr_cpp
-from fixtures.checkpoint import soften_attention, write_checkpoint
-from fixtures.upstream import load_automodel, no_dither
-from funasr_cpp.converters import convert
-from funasr_cpp.model import Model, find_loop, token_budget
-from test_asr_parity import OPTIONS
-from test_mtmd_cli import MAX_TOKENS, SPEECH, espeak, mtmd_cli, postprocess, special_tokens, write_wav16k
+import funasr_cpp.converters  # noqa: F401  (monkeypatched below)
+from fixtures.cli import mtmd_cli, postprocess, run_cli, special_tokens
+from fixtures.speech import write_wav16k
+from fixtures.upstream import MAX_TOKENS, OPTIONS
+from funasr_cpp.guard import find_loop
+from funasr_cpp.model import Model
+from funasr_cpp.options import token_budget
 
 # one thread: torch shares the process (ggml spin barriers crawl when oversubscribed); f32 KV and
 # no flash attention: upstream runs the LLM in fp32
@@ -31,28 +28,11 @@ LOAD = {"n_threads": 1, "kv_type": "f32", "flash_attn": "off"}
 EXACT = {"max_new_tokens": MAX_TOKENS, "max_tokens_per_second": None, "repetition_guard": False}
 
 
-def _scripts_path() -> str:
-    return sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", "")
-
-
-def run_cli(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=_scripts_path(), **(env or {}))
-    exe = shutil.which("funasr-cpp", path=env["PATH"])
-    out = subprocess.run([exe, *map(str, args)], capture_output=True, env=env, timeout=timeout)
-    # decoded by hand: text mode would turn the progress bar's "\r" into "\n"
-    return subprocess.CompletedProcess(out.args, out.returncode, out.stdout.decode(), out.stderr.decode())
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("transcribe")
-    folder = tmp / "nano"
-    write_checkpoint(folder, seed=0, ctc=False)
-    soften_attention(folder)
-    llm, mmproj = convert(folder, tmp / "gguf", llm_type="f32", mmproj_type="f32", progress=False)
-    zh = espeak(SPEECH["zh"], "cmn", tmp)
-    wav = write_wav16k(tmp / "speech-zh.wav", zh)
-    return {"tmp": tmp, "folder": folder, "llm": llm, "mmproj": mmproj, "wav": wav, "zh": zh}
+def setup(tmp_path_factory, soft_release, soft_gguf, speech, speech_wavs):
+    llm, mmproj = soft_gguf
+    return {"tmp": tmp_path_factory.mktemp("transcribe"), "folder": soft_release, "llm": llm, "mmproj": mmproj,
+            "wav": speech_wavs["speech-zh"], "zh": speech["zh"]}
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +42,9 @@ def model(setup):
 
 
 @pytest.fixture(scope="module")
-def upstream(setup):
-    with no_dither():
-        auto = load_automodel(setup["folder"])
-        # the first call writes audio rows into a still-bf16 embedding (fun-asr-nano.md §7.5)
-        auto.generate(input=[str(setup["wav"])], cache={}, batch_size=1, max_length=4)
-        return {option: auto.generate(input=[str(setup["wav"])], cache={}, batch_size=1, max_length=MAX_TOKENS,
-                                      **kwargs)[0]["text"] for option, kwargs in OPTIONS.items()}
+def upstream(setup, soft_upstream):
+    return {option: soft_upstream.generate(setup["wav"], max_length=MAX_TOKENS, **kwargs)["text"]
+            for option, kwargs in OPTIONS.items()}
 
 
 # ------------------------------------------------------------------------------------------ (a)
@@ -84,9 +60,9 @@ def test_transcribe_equals_upstream(setup, model, upstream, option):
     assert res.duration == pytest.approx(len(setup["zh"]) / 16000)
     assert res.language == OPTIONS[option].get("language")
     t = res.timings
-    assert t["n_generated_tokens"] == MAX_TOKENS and t["tokens_per_s"] > 0 and t["real_time_factor"] > 0
-    assert all(t[k] >= 0 for k in ("load_ms", "frontend_ms", "encode_ms", "prefill_ms", "decode_ms"))
-    assert t["n_decoded_tokens"] == MAX_TOKENS - 1 and t["n_prompt_tokens"] > 0 and t["prefill_tokens_per_s"] > 0
+    assert t.n_generated_tokens == MAX_TOKENS and t.tokens_per_s > 0 and t.real_time_factor > 0
+    assert all(getattr(t, k) >= 0 for k in ("load_ms", "frontend_ms", "encode_ms", "prefill_ms", "decode_ms"))
+    assert t.n_decoded_tokens == MAX_TOKENS - 1 and t.n_prompt_tokens > 0 and t.prefill_tokens_per_s > 0
 
 
 def test_array_and_bytes_inputs(setup, model, upstream):
@@ -183,7 +159,7 @@ def test_offline_hub_id_fails_fast(monkeypatch):
         assert time.perf_counter() - t0 < 5
     # no network (the reachability probe fails): the hub is not asked, only its local cache
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(funasr_cpp.model, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(funasr_cpp.hub, "_reachable", lambda *a, **k: False)
     for hub in ("huggingface", "modelscope"):
         t0 = time.perf_counter()
         with pytest.raises((ConnectionError, ImportError), match=r"no network.*funasr-cpp convert DIR -o OUT"):
@@ -227,7 +203,7 @@ def test_long_audio_is_segmented(model, long_wav, mode):
     assert all(len(s.tokens) <= 8 and s.text for s in segs)
     assert res.text == re.sub(r"\s+", " ", " ".join(s.text for s in segs))
     # the random model loops: some segments are cut by the repetition guard
-    assert res.timings["n_generated_tokens"] >= sum(len(s.tokens) for s in segs)
+    assert res.timings.n_generated_tokens >= sum(len(s.tokens) for s in segs)
     assert all(s.repetition_cut or len(s.tokens) == 8 for s in segs)
     done = [d for d, _ in calls]
     assert all(t == pytest.approx(180.0) for _, t in calls)
@@ -260,6 +236,16 @@ def test_find_loop():
     assert find_loop([4] + [1, 2] * 20) == 3
 
 
+class _Generation:
+    """A _core.Generation with other tokens."""
+
+    def __init__(self, generation, tokens):
+        self._generation, self.tokens = generation, tokens
+
+    def __getattr__(self, name):
+        return getattr(self._generation, name)
+
+
 class _LoopingAsr:
     """The native model, but generate() answers with a runaway loop."""
 
@@ -272,7 +258,7 @@ class _LoopingAsr:
         toks = (self.prefix + self.loop * 1000)[:max_new_tokens]
         if self.eog:
             toks = toks[:-1]  # stopped by itself before the budget
-        return {**res, "tokens": toks}
+        return _Generation(res, toks)
 
     def detokenize(self, ids, skip_special=True):
         return self.asr.detokenize(ids, skip_special=skip_special)
@@ -286,7 +272,7 @@ def test_repetition_guard(setup, model, monkeypatch):
     (seg,) = res.segments
     assert seg.repetition_cut and seg.tokens == [a, b, a, b] and res.text == real.detokenize([a, b, a, b])
     # a budget scaled to the duration: ~3.3 s -> 20 + 15/s tokens generated at most
-    assert res.timings["n_generated_tokens"] == token_budget(res.duration, 100)
+    assert res.timings.n_generated_tokens == token_budget(res.duration, 100)
     monkeypatch.setattr(model, "_asr", _LoopingAsr(real, [a], [b, a, b], eog=True))
     (seg,) = model.transcribe(setup["wav"], max_new_tokens=100).segments
     assert not seg.repetition_cut and len(seg.tokens) == token_budget(res.duration, 100) - 1
@@ -327,12 +313,9 @@ def test_audio_shorter_than_25ms_is_empty(model, n):
     assert res.text == "" and res.segments == [] and res.duration == n / 16000
 
 
-def test_mismatched_llm_and_mmproj(setup):
-    other = setup["tmp"] / "nano192"
-    write_checkpoint(other, seed=1, ctc=False, dims={"llm_hidden": 192})
-    _, mmproj192 = convert(other, setup["tmp"] / "gguf192", llm_type="f32", mmproj_type="f32", progress=False)
+def test_mismatched_llm_and_mmproj(setup, mmproj_192):
     with pytest.raises(ValueError, match="embedding width does not match"):
-        Model(setup["llm"], mmproj192, n_threads=1)
+        Model(setup["llm"], mmproj_192, n_threads=1)
 
 
 def test_batch(setup, model, upstream):
@@ -383,16 +366,35 @@ def test_cli_formats_and_errors(setup, upstream, tmp_path):
             assert re.fullmatch(r"WEBVTT\n\n00:00:00\.000 --> 00:00:0\d\.\d{3}\n.+\n", text), text
 
 
-def test_cli_timestamps():
-    from funasr_cpp.cli import _timestamp, format_srt, format_vtt
-    from funasr_cpp.model import Segment, Transcription
+def test_cli_never_overwrites(setup, tmp_path):
+    # two inputs with one name, in two folders, and the same file twice
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav"
+    shutil.copy(setup["wav"], a)
+    shutil.copy(setup["wav"], b)
+    outdir = tmp_path / "out"
+    common = ["--llm", setup["llm"], "--mmproj", setup["mmproj"], "--threads", 1, "--max-new-tokens", 4,
+              "--output-dir", outdir]
+    out = run_cli("transcribe", *common, a, b, a)
+    assert out.returncode == 0, out.stderr
+    written = [outdir / "a" / "x.txt", outdir / "b" / "x.txt", outdir / "a" / "x-2.txt"]
+    assert [line for line in out.stderr.splitlines() if line.startswith("wrote")] == [f"wrote {p}" for p in written]
+    texts = [p.read_text(encoding="utf-8") for p in written]
+    assert texts[0] == texts[1] == texts[2] and texts[0].strip()
+    assert sorted(p.relative_to(outdir).as_posix() for p in outdir.rglob("*") if p.is_file()) == \
+        ["a/x-2.txt", "a/x.txt", "b/x.txt"]  # no temporary files left
 
-    assert _timestamp(3723.4567, ",") == "01:02:03,457"
-    assert _timestamp(0.0, ".") == "00:00:00.000"
-    r = Transcription("a b", [Segment(0.0, 29.9995, "a ", []), Segment(29.9995, 61.25, " b", []),
-                              Segment(61.25, 62.0, " ", [])], None, 62.0)
-    assert format_srt(r) == "1\n00:00:00,000 --> 00:00:30,000\na\n\n2\n00:00:30,000 --> 00:01:01,250\nb\n"
-    assert format_vtt(r) == "WEBVTT\n\n00:00:00.000 --> 00:00:30.000\na\n\n00:00:30.000 --> 00:01:01.250\nb\n"
+    # an existing file is the user's: kept, and said so, unless --overwrite
+    written[1].write_text("mine\n")
+    out = run_cli("transcribe", *common, a, b)
+    assert out.returncode == 0, out.stderr
+    assert written[1].read_text() == "mine\n" and written[0].read_text(encoding="utf-8") == texts[0]
+    kept = [line for line in out.stderr.splitlines() if line.startswith("kept")]
+    assert len(kept) == 2 and str(written[1]) in kept[1] and "--overwrite" in kept[1]
+    out = run_cli("transcribe", *common, a, b, "--overwrite")
+    assert out.returncode == 0, out.stderr
+    assert written[1].read_text(encoding="utf-8") == texts[1]
 
 
 def test_cli_help_and_usage_errors(setup):

@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from fixtures.checkpoint import soften_attention, write_checkpoint
+from fixtures.cli import mtmd_cli, run_cli, special_tokens
+from fixtures.cli import postprocess as cli_postprocess
+from fixtures.encoder import features, reference, upstream_fake_token_len
 from fixtures.gguf_edit import edit_gguf
-from fixtures.upstream import load_automodel, no_dither
+from fixtures.speech import wav16k_samples, write_wav16k
+from fixtures.upstream import MAX_TOKENS, Upstream, load_automodel, no_dither
 from funasr_cpp import _core
 from funasr_cpp.converters import convert
 from funasr_cpp.converters.release import ReleaseWarning, open_release
 from funasr_cpp.prompt import build_prompt, postprocess
-from test_encoder import features, reference, upstream_fake_token_len
-from test_mtmd_cli import MAX_TOKENS, SPEECH, espeak, mtmd_cli, special_tokens, write_wav16k
-from test_mtmd_cli import postprocess as cli_postprocess
-from test_transcribe import run_cli
 
 
 def convert_quiet(folder, out, **kw):
@@ -60,12 +60,6 @@ def rel_err(a, b) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("speech")
-    return {"zh": espeak(SPEECH["zh"], "cmn", tmp), "en": espeak(SPEECH["en"], "en", tmp)}
-
-
 # ----------------------------------------------------------------------------- Fun-ASR-MLT-Nano
 
 @pytest.fixture(scope="module")
@@ -88,7 +82,7 @@ def test_mlt_config_has_no_low_frame_rate_key(mlt):
 
 
 def test_mlt_token_count_is_every_row(mlt):
-    enc = _core.AudioEncoder(str(mlt["mmproj"]), n_threads=1)
+    enc = _core.testing.AudioEncoder(str(mlt["mmproj"]), n_threads=1)
     assert enc.hparams["use_low_frame_rate"] is False
     for t in list(range(1, 80)) + [500, 1000, 2999]:
         assert enc.n_tokens(t) == t, t
@@ -97,7 +91,7 @@ def test_mlt_token_count_is_every_row(mlt):
 def test_mlt_rows_match_funasr(mlt):
     model = upstream_net(mlt["folder"])
     assert model.model.use_low_frame_rate is False  # upstream's default for the missing key
-    enc = _core.AudioEncoder(str(mlt["mmproj"]), n_threads=1, flash_attn="off")
+    enc = _core.testing.AudioEncoder(str(mlt["mmproj"]), n_threads=1, flash_attn="off")
     worst = 0.0
     for t in (1, 2, 7, 8, 9, 38, 217, 500):
         feats = features(t, seed=t)
@@ -109,42 +103,31 @@ def test_mlt_rows_match_funasr(mlt):
 
 
 @pytest.fixture(scope="module")
-def mlt_upstream(mlt, speech):
-    """Upstream's greedy ids and text for both clips (fp32, dither 0, exact RoPE)."""
-    wavs = {k: write_wav16k(mlt["tmp"] / f"{k}.wav", x) for k, x in speech.items()}
-    with no_dither():
-        model = load_automodel(mlt["folder"])
-        cap = {}
-        gen = model.model.llm.generate
-
-        def capture(*a, **k):
-            out = gen(*a, **k)
-            cap["ids"] = out[0].tolist()
-            return out
-
-        model.model.llm.generate = capture
-        model.generate(input=[str(wavs["en"])], cache={}, batch_size=1, max_length=4)  # first call runs in bf16
-        res = {}
-        for k, w in wavs.items():
-            text = model.generate(input=[str(w)], cache={}, batch_size=1, max_length=MAX_TOKENS)[0]["text"]
-            res[k] = {"ids": cap["ids"], "text": text, "wav": w}
+def mlt_upstream(mlt, speech_wavs):
+    """Upstream's greedy ids and text for both clips (fp32, dither 0, exact RoPE, warmed up)."""
+    wavs = {k: speech_wavs[f"speech-{k}"] for k in ("zh", "en")}
+    model = Upstream(mlt["folder"], warmup_wav=wavs["en"])
+    res = {}
+    for k, w in wavs.items():
+        up = model.generate(w, max_length=MAX_TOKENS)
+        res[k] = {"ids": up["ids"], "text": up["text"], "wav": w}
     return res
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_mlt_tokens_equal_funasr(mlt, mlt_upstream, speech, lang):
     up = mlt_upstream[lang]
-    samples = np.clip(np.round(speech[lang] * 32767), -32768, 32767).astype(np.float32) / 32768
+    samples = wav16k_samples(speech[lang])
     with _core.AsrModel(mlt["llm"], mlt["mmproj"], n_threads=1, kv_type="f32", flash_attn="off") as m:
         res = m.generate(samples, build_prompt(), max_new_tokens=MAX_TOKENS)
         up_ids = list(up["ids"])
         while up_ids and m.is_eog(up_ids[-1]):
             up_ids.pop()
-        assert res["tokens"] == up_ids
-        assert postprocess(m.detokenize(res["tokens"])) == up["text"]
+        assert res.tokens == up_ids
+        assert postprocess(m.detokenize(res.tokens)) == up["text"]
     # every LFR frame became an audio row (the Nano rule would give ~T/8)
     t = len(upstream_features(upstream_net(mlt["folder"]), samples))
-    assert res["n_audio_tokens"] == t > 8 * upstream_fake_token_len(t) - 8
+    assert res.n_audio_tokens == t > 8 * upstream_fake_token_len(t) - 8
 
 
 def test_mlt_through_transcribe_cli_and_mtmd_cli(mlt, mlt_upstream, tmp_path):
@@ -192,7 +175,7 @@ def test_changed_key_matches_funasr(case, tmp_path, speech):
     write_checkpoint(folder, seed=2, ctc=False, config=overrides, dims=dims)
     _, mmproj = convert_quiet(folder, tmp_path / "gguf")
     model = upstream_net(folder)
-    enc = _core.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
+    enc = _core.testing.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
     # frontend: the mmproj's keys give upstream's features
     x = speech["zh"][: 16000 * 2]
     ours, ref = enc.features(x), upstream_features(model, x)
@@ -254,9 +237,9 @@ def test_missing_keys_take_upstreams_code_defaults(tmp_path, speech, low_frame_r
         # k = 2 with every row is the one combination upstream cannot run itself (it logs a shape
         # error and leaves half the audio placeholders as token 0): refused, naming the key
         with pytest.raises(ValueError, match="downsample_rate = 2"):
-            _core.AudioEncoder(str(mmproj), n_threads=1)
+            _core.testing.AudioEncoder(str(mmproj), n_threads=1)
         return
-    enc = _core.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
+    enc = _core.testing.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
     hp = enc.hparams
     assert (hp["lfr_m"], hp["lfr_n"], hp["downsample_rate"], hp["frame_length"]) == (1, 1, 2, 400)
     x = speech["en"][: 16000 * 2]
@@ -284,10 +267,8 @@ REFUSED = {
 
 
 @pytest.fixture(scope="module")
-def nano_f32(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("nano")
-    write_checkpoint(tmp / "nano", seed=0, ctc=False)
-    return convert_quiet(tmp / "nano", tmp / "gguf")
+def nano_f32(plain_gguf):
+    return plain_gguf
 
 
 @pytest.mark.parametrize("key", list(REFUSED))
@@ -295,7 +276,7 @@ def test_refused_values(nano_f32, tmp_path, key):
     value, match = REFUSED[key]
     bad = edit_gguf(nano_f32[1], tmp_path / "mmproj-bad.gguf", {key: value})
     with pytest.raises(ValueError, match=match):
-        _core.AudioEncoder(str(bad), n_threads=1)
+        _core.testing.AudioEncoder(str(bad), n_threads=1)
     with pytest.raises(ValueError, match=match):
         _core.AsrModel(nano_f32[0], bad, n_threads=1)
 
@@ -303,15 +284,15 @@ def test_refused_values(nano_f32, tmp_path, key):
 def test_use_low_frame_rate_key_drives_the_graph(nano_f32, tmp_path):
     """Flipping the key in the mmproj alone switches between the two row rules (same weights)."""
     every = edit_gguf(nano_f32[1], tmp_path / "mmproj-all-rows.gguf", {"funasr.adaptor.use_low_frame_rate": False})
-    a = _core.AudioEncoder(str(nano_f32[1]), n_threads=1, flash_attn="off")
-    b = _core.AudioEncoder(str(every), n_threads=1, flash_attn="off")
+    a = _core.testing.AudioEncoder(str(nano_f32[1]), n_threads=1, flash_attn="off")
+    b = _core.testing.AudioEncoder(str(every), n_threads=1, flash_attn="off")
     f = features(101, seed=3)
     ra, rb = a.encode(f), b.encode(f)
     assert ra.shape[0] == upstream_fake_token_len(101) and rb.shape[0] == 101
     np.testing.assert_array_equal(ra, rb[: ra.shape[0]])
     # a missing key means upstream's default: every row
     gone = edit_gguf(nano_f32[1], tmp_path / "mmproj-no-key.gguf", {"funasr.adaptor.use_low_frame_rate": None})
-    assert _core.AudioEncoder(str(gone), n_threads=1).n_tokens(101) == 101
+    assert _core.testing.AudioEncoder(str(gone), n_threads=1).n_tokens(101) == 101
 
 
 # ----------------------------------------------------------------------------- CTC branch

@@ -169,12 +169,12 @@ class Model:
         timings.finish((time.perf_counter() - wall0) * 1000.0, total)
         return Transcription(_join_texts(s.text for s in segments), segments, opts.language, total, timings)
 
-    def transcribe_batch(self, items: Iterable[AudioInput], options: Optional[TranscribeOptions] = None,
-                         **overrides: Any) -> list[Transcription]:
+    def transcribe_batch(self, items: Iterable[AudioInput], options: Optional[TranscribeOptions] = None, *,
+                         sample_rate: Optional[int] = None, **overrides: Any) -> list[Transcription]:
         """Transcribe several inputs one after the other with this model (same options for all,
-        checked before the first input is read)."""
+        checked before the first input is read; ``sample_rate`` for numpy arrays)."""
         opts = TranscribeOptions.build(options, **overrides)
-        return [self.transcribe(item, opts) for item in list(items)]
+        return [self.transcribe(item, opts, sample_rate=sample_rate) for item in list(items)]
 
 
 # ---------------------------------------------------------------------------------------------
