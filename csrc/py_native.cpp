@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <thread>
 #include <sys/stat.h>
 
@@ -191,7 +192,9 @@ llama_context_params llama_handles::context_params(const context_options & o) {
 }
 
 void llama_handles::create_context(const llama_context_params & params) {
-    py::gil_scoped_release nogil;
+    // called with the GIL (constructors) or inside locked(), without it (AsrModel's n_ctx=0 growth)
+    std::optional<py::gil_scoped_release> nogil;
+    if (PyGILState_Check()) nogil.emplace();
     log_capture cap;
     if (ctx_) llama_free(ctx_);
     ctx_ = llama_init_from_model(model_, params);
