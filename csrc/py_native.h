@@ -47,7 +47,7 @@ void set_verbose(bool verbose);  // also print the log to stderr
 // ----------------------------------------------------------------------------- arguments
 std::string fspath(const py::handle & obj);          // str or os.PathLike -> str
 void check_gguf_file(const std::string & path);      // FileNotFound / IsADirectory / Permission / ValueError
-int32_t thread_count(int n_threads);                 // <= 0 refused below 0; 0 = all cores
+int32_t thread_count(int n_threads);                 // n, or 0 = all cores (ValueError below 0)
 llama_flash_attn_type parse_flash_attn(const std::string & value);  // auto | on | off
 ggml_type parse_kv_type(const std::string & value);                 // f16 | f32 | bf16 | q8_0
 // a 1-D sequence or array of integer token ids in [0, n_vocab) (with the GIL held)
