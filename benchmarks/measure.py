@@ -18,6 +18,15 @@ import numpy as np
 
 
 def peak_rss_mb() -> float:
+    """This process's own memory high-water mark (VmHWM). Not ru_maxrss: on Linux that is inherited
+    across fork/exec, so a child of a big parent reports the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
