@@ -6,7 +6,7 @@
 
 Generates (once, into --work) a random-weight release folder with the real Fun-ASR-Nano-2512
 shapes, its GGUF conversions and eSpeak NG speech, then measures each configuration in a fresh
-process (measure.py) and appends to --out/results.json (a rerun skips what is there; --fresh
+process (measure.py; --tiny measures its PyTorch clips in one process) and appends to --out/results.json (a rerun skips what is there; --fresh
 starts over). Finally writes --out/report.md and --out/benchmarks.png (report.py).
 llama.cpp's own numbers come from llama-bench built in the same build folder:
     cmake --build build/<wheel tag> --target llama-bench
@@ -212,6 +212,15 @@ def main() -> int:
             spec = {"llm": str(ggufs["llm", job["llm"]]), "mmproj": str(ggufs["mmproj", job["mmproj"]]),
                     "audio": str(audio[job["seconds"]]), "threads": t, "tokens": args.tokens, "runs": args.runs}
             res = run_measure("ours", spec, t, timeout)
+        elif tiny:  # smoke run: every torch clip of these threads in one process (one `import funasr`)
+            todo = [j for j in plan(args) if j["kind"] == "torch" and j["threads"] == t and key(j) not in jobs]
+            spec = {"model_dir": str(folder), "threads": t, "tokens": args.tokens, "runs": args.runs,
+                    "clips": [{"audio": str(audio[j["seconds"]]), "spans": spans[j["seconds"]]} for j in todo]}
+            assert todo[0] == job
+            clips = run_measure("torch", spec, t, timeout)["clips"]
+            for j, r in zip(todo[1:], clips[1:]):
+                jobs[key(j)] = {**j, **r}
+            res = clips[0]
         else:
             spec = {"model_dir": str(folder), "audio": str(audio[job["seconds"]]), "spans": spans[job["seconds"]],
                     "threads": t, "tokens": args.tokens, "runs": args.runs}
