@@ -357,10 +357,11 @@ void register_asr_bindings(py::module_ & m) {
                                "return_logits: float32 [n_steps, n_vocab], the logits each step's argmax was taken\n"
                                "from (incl. a final EOG step); else None");
 
-    py::class_<AsrModel>(m, "AsrModel",
+    py::class_<AsrModel> cls(m, "AsrModel",
         "Fun-ASR-Nano: the GGUF LLM (libllama) + the funasr mmproj (libmtmd) for greedy transcription.\n"
-        "Calls from several threads on one object are serialized.")
-        .def(py::init([](const py::object & llm, const py::object & mmproj, int n_threads, int n_gpu_layers, bool use_gpu,
+        "Calls from several threads on one object are serialized.");
+    funasr_py::bind_lifetime(cls);
+    cls.def(py::init([](const py::object & llm, const py::object & mmproj, int n_threads, int n_gpu_layers, bool use_gpu,
                          int n_ctx, int n_batch, const std::string & flash_attn, const std::string & kv_type) {
                  return new AsrModel(llm, mmproj, {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type}, use_gpu);
              }),
@@ -385,12 +386,7 @@ void register_asr_bindings(py::module_ & m) {
              "ids -> text like HF batch_decode(skip_special_tokens=True); invalid UTF-8 becomes U+FFFD.")
         .def("tokenize", &AsrModel::tokenize, py::arg("text"), "Text -> ids (no BOS, special tokens parsed).")
         .def("is_eog", &AsrModel::is_eog, py::arg("id"))
-        .def("close", [](AsrModel & self) { self.handles().close(); },
-             "Free the models and contexts (idempotent); later calls raise RuntimeError.")
-        .def("__enter__", [](py::object self) { return self; })
-        .def("__exit__", [](AsrModel & self, const py::args &) { self.handles().close(); })
         .def("__repr__", &AsrModel::repr)
-        .def_property_readonly("closed", [](AsrModel & self) { return self.handles().closed(); })
         .def_property_readonly("llm_path", [](AsrModel & self) { return self.handles().path(); })
         .def_property_readonly("mmproj_path", &AsrModel::mmproj_path)
         .def_property_readonly("n_vocab", &AsrModel::n_vocab)

@@ -137,10 +137,11 @@ private:
 }  // namespace
 
 void register_llm_bindings(py::module_ & m) {
-    py::class_<LlamaModel>(m, "LlamaModel",
+    py::class_<LlamaModel> cls(m, "LlamaModel",
         "A GGUF LLM loaded with libllama (model + context): tokenizer and full-sequence logits.\n"
-        "Calls from several threads on one object are serialized.")
-        .def(py::init([](const py::object & path, int n_ctx, int n_threads, int n_gpu_layers, int n_batch,
+        "Calls from several threads on one object are serialized.");
+    funasr_py::bind_lifetime(cls);
+    cls.def(py::init([](const py::object & path, int n_ctx, int n_threads, int n_gpu_layers, int n_batch,
                          const std::string & flash_attn, const std::string & kv_type) {
                  return new LlamaModel(path, {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type});
              }),
@@ -161,12 +162,7 @@ void register_llm_bindings(py::module_ & m) {
              "Decode tokens as one sequence from position 0 (the KV cache is cleared first) and return\n"
              "the logits of every position: float32 array [n_tokens, n_vocab].")
         .def("is_eog", &LlamaModel::is_eog, py::arg("id"), "Whether id ends generation (eos, eot, <|im_end|>, ...).")
-        .def("close", [](LlamaModel & self) { self.handles().close(); },
-             "Free the model and context (idempotent); later calls raise RuntimeError.")
-        .def("__enter__", [](py::object self) { return self; })
-        .def("__exit__", [](LlamaModel & self, const py::args &) { self.handles().close(); })
         .def("__repr__", &LlamaModel::repr)
-        .def_property_readonly("closed", [](LlamaModel & self) { return self.handles().closed(); })
         .def_property_readonly("path", [](LlamaModel & self) { return self.handles().path(); })
         .def_property_readonly("n_vocab", &LlamaModel::n_vocab)
         .def_property_readonly("n_embd", &LlamaModel::n_embd)

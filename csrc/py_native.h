@@ -122,4 +122,14 @@ private:
     std::atomic<bool> closed_{false};
 };
 
+// close(), the context manager and `closed` of a model class that owns llama_handles (handles())
+template <typename T>
+void bind_lifetime(py::class_<T> & cls) {
+    cls.def("close", [](T & self) { self.handles().close(); },
+            "Free the native model and contexts (idempotent); later calls raise RuntimeError.")
+        .def("__enter__", [](py::object self) { return self; })
+        .def("__exit__", [](T & self, const py::args &) { self.handles().close(); })
+        .def_property_readonly("closed", [](T & self) { return self.handles().closed(); });
+}
+
 }  // namespace funasr_py
