@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import os
 import sys
 import tarfile
 from pathlib import Path

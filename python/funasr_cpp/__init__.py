@@ -21,5 +21,5 @@ def set_verbose(verbose: bool = True) -> None:
     _core.set_verbose(bool(verbose))
 
 
-__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "Segment", "SystemInfo", "Timings",
+__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "formats", "Segment", "SystemInfo", "Timings",
            "Transcription", "TranscribeOptions", "model_info", "quantize", "set_verbose", "system_info", "transcribe"]
