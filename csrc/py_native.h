@@ -96,6 +96,13 @@ public:
         if (!ctx_) throw closed_error();
         return f();
     }
+    // the same for a caller that has released the GIL already (never release it twice)
+    template <typename F>
+    auto locked_nogil(F && f) -> decltype(f()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!ctx_) throw closed_error();
+        return f();
+    }
     void check_open() const { if (closed_.load()) throw closed_error(); }
     void close();
     bool closed() const { return closed_.load(); }

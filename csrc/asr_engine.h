@@ -1,0 +1,132 @@
+// The batched decoding engine behind funasr_cpp._core.AsrModel (defined in csrc/asr_engine.cpp).
+// Up to n_parallel transcription jobs share one llama_context: each has its own KV sequence id,
+// every decode step advances all of them in one llama_decode, a finished job frees its slot for
+// the next queued one (continuous batching), and the prompt text before the audio (system turn +
+// instruction) is prefilled once and shared by copying its KV cells (llama_memory_seq_cp).
+// A job may carry draft tokens: they are verified several at a time (speculative decoding) and the
+// output is exactly what plain greedy decoding gives.
+//
+// No thread of its own: whoever waits for a job drives the engine until that job is done, then
+// another waiting thread takes over (leader/follower). Callers never hold the GIL in here.
+#pragma once
+
+#include "llama.h"
+#include "mtmd.h"
+#include "py_native.h"
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace funasr_engine {
+
+// What one job produced and what it cost (funasr_cpp.options.Timings adds these up).
+struct Generation {
+    std::vector<llama_token> tokens;  // generated ids, without the end-of-generation token
+    int64_t n_prompt_tokens = 0;      // prompt length, audio rows included
+    int64_t n_audio_tokens = 0;
+    int64_t n_cached_tokens = 0;      // leading prompt tokens whose KV was shared, not prefilled
+    int64_t n_decoded_tokens = 0;     // decode steps this job took part in (in decode_ms)
+    int64_t n_draft_tokens = 0;       // draft tokens verified
+    int64_t n_accepted_tokens = 0;    // ... of them equal to the greedy choice
+    int64_t max_batch = 0;            // the most sequences decoded together while this one ran
+    // decode_ms is this job's share of the batched steps (step time / sequences in the step), so
+    // that the sums over the jobs of one batch add up to the engine's wall time
+    double frontend_ms = 0, encode_ms = 0, prefill_ms = 0, decode_ms = 0;
+    std::vector<float> logits;        // return_logits: [steps, n_vocab], what each choice was taken from
+    int32_t n_vocab = 0;
+};
+
+struct Request {
+    std::vector<float> samples;       // 16 kHz mono
+    std::string prompt;               // ChatML with the media marker once
+    int max_new_tokens = 512;
+    bool ignore_eos = false;          // benchmarks: never stop early, EOG tokens skipped
+    bool return_logits = false;
+    std::vector<llama_token> draft;   // speculative decoding: the expected output (any quality)
+    int draft_max = 8;                // draft tokens verified per step
+};
+
+struct Job {
+    Request req;
+    Generation gen;
+    // outcome (under the engine's mutex)
+    bool done = false, cancelled = false;
+    PyObject * error_type = nullptr;
+    std::string error;
+    // engine-private state
+    std::unique_ptr<mtmd_input_chunks, void (*)(mtmd_input_chunks *)> chunks{nullptr, mtmd_input_chunks_free};
+    std::vector<llama_token> prefix;  // the text before the audio
+    int slot = -1;
+    llama_pos n_past = 0, pos_limit = 0;  // next position; generation stops before pos_limit
+    int64_t reserved = 0;             // KV cells held for this job
+    llama_token last = -1;            // the last chosen token, not yet in the KV cache
+    size_t draft_at = 0;              // draft index expected next
+};
+
+class Engine {
+public:
+    // h owns the model, context and mtmd context; params are the context's (n_ctx: initial size)
+    Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx);
+
+    std::shared_ptr<Job> submit(Request req);      // thread-safe; never blocks on decoding
+    void wait(const std::shared_ptr<Job> & job);   // without the GIL: drives until the job is done
+    void cancel(const std::shared_ptr<Job> & job); // frees its slot at the next step
+
+    bool is_done(const Job & job) { std::lock_guard<std::mutex> lock(mu_); return job.done; }
+    int n_parallel() const { return n_parallel_; }
+    uint32_t n_ctx() const { return n_ctx_; }
+    void context_created();                        // the handles' context is new: nothing cached
+
+private:
+    void drive(const std::shared_ptr<Job> & until);
+    void step();                                   // one admission round and one decode step
+    void admit();
+    bool start(Job & job, bool shared);            // prefill + first choice; false: done already
+    void tokenize_input(Job & job);
+    int64_t need_cells(const Job & job, bool shared) const;
+    void grow_context();
+    void prefill_prefix(const std::vector<llama_token> & prefix, Generation & g);
+    llama_pos prefill_rows(Job & job, size_t first_chunk);
+    void decode_step();
+    llama_token choose(const Job & job, const float * logits) const;
+    // takes the choice tok made after the token at position pos; false when the job ends with it
+    bool take(Job & job, llama_token tok, const float * logits, llama_pos pos);
+    std::vector<llama_token> next_draft(const Job & job, int room) const;
+    void advance_draft(Job & job, size_t from);
+    void finish(Job & job);
+    void fail(Job & job, PyObject * type, const std::string & msg);
+    void fail_all(PyObject * type, const std::string & msg);
+    const std::vector<float> & token_row(llama_token t);
+
+    funasr_py::llama_handles & h_;
+    llama_context_params cparams_;
+    int n_parallel_;
+    bool auto_ctx_;
+    uint32_t n_ctx_ = 0, n_batch_ = 0;
+    llama_seq_id prefix_seq_;                      // the shared prefix's own sequence id
+    std::vector<llama_token> kv_prefix_;           // what prefix_seq_ holds at positions [0, size)
+
+    std::mutex mu_;                                // queue, slots and outcomes
+    std::condition_variable cv_;
+    std::deque<std::shared_ptr<Job>> queue_;
+    std::vector<std::shared_ptr<Job>> slots_;      // n_parallel entries, null = free
+    bool driving_ = false;
+    bool dirty_ = false;                           // a step failed: clear the cache first
+
+    // token embeddings (the LLM's token_embd rows, for the text after the audio)
+    std::unordered_map<llama_token, std::vector<float>> rows_;
+    std::string embd_path_;
+    int64_t embd_offset_ = -1;
+    size_t embd_row_bytes_ = 0;
+    int embd_type_ = -1;
+    int32_t n_embd_ = 0;
+};
+
+}  // namespace funasr_engine
