@@ -222,6 +222,7 @@ void llama_handles::attach_mtmd(const std::string & mmproj_path, const mtmd_cont
 
 void llama_handles::close() {
     py::gil_scoped_release nogil;
+    closed_ = true;  // a thread looping on locked() stops taking the mutex (std::mutex is not fair)
     std::lock_guard<std::mutex> lock(mu_);
     free_all();
 }

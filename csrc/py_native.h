@@ -92,6 +92,7 @@ public:
     template <typename F>
     auto locked(F && f) -> decltype(f()) {
         py::gil_scoped_release nogil;
+        if (closed_.load()) throw closed_error();
         std::lock_guard<std::mutex> lock(mu_);
         if (!ctx_) throw closed_error();
         return f();
@@ -99,6 +100,7 @@ public:
     // the same for a caller that has released the GIL already (never release it twice)
     template <typename F>
     auto locked_nogil(F && f) -> decltype(f()) {
+        if (closed_.load()) throw closed_error();  // close() is waiting: do not take the mutex again
         std::lock_guard<std::mutex> lock(mu_);
         if (!ctx_) throw closed_error();
         return f();
