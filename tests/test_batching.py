@@ -206,3 +206,71 @@ def test_bad_submit_arguments(soft_gguf):
             m.submit(np.zeros(800, np.float32), build_prompt(), draft=[m.n_vocab])
     with pytest.raises(ValueError, match="n_parallel"):
         _core.AsrModel(*soft_gguf, n_parallel=0)
+
+
+# ---------------------------------------------------------------------------------------- Model
+@pytest.fixture(scope="module")
+def models(soft_gguf):
+    from funasr_cpp import Model
+    with Model(*soft_gguf, n_parallel=1, **EXACT) as one, Model(*soft_gguf, n_parallel=4, **EXACT) as four:
+        yield one, four
+
+
+def _same_segments(a, b):
+    assert [(s.start, s.end) for s in a.segments] == [(s.start, s.end) for s in b.segments]
+    assert [s.tokens for s in a.segments] == [s.tokens for s in b.segments] and a.text == b.text
+
+
+def test_multi_segment_transcription_is_batched(models, speech_wavs):
+    one, four = models
+    opts = dict(segment="fixed", max_segment_seconds=1.5, max_new_tokens=N_TOKENS)
+    seen = []
+    batched = four.transcribe(speech_wavs["speech-zh"], progress=lambda d, t: seen.append((d, t)), **opts)
+    _same_segments(batched, one.transcribe(speech_wavs["speech-zh"], **opts))
+    assert len(batched.segments) >= 3
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == seen[-1][1]
+
+
+def test_transcribe_batch_with_a_bad_input(models, speech_wavs, tmp_path):
+    one, four = models
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    items = [speech_wavs["speech-zh"], bad, speech_wavs["speech-en"], speech_wavs["speech-zh"]]
+    res = four.transcribe_batch(items, max_new_tokens=N_TOKENS, return_exceptions=True)
+    assert isinstance(res[1], ValueError) and "bad.wav" in str(res[1])
+    for k in (0, 2, 3):
+        _same_segments(res[k], one.transcribe(items[k], max_new_tokens=N_TOKENS))
+    with pytest.raises(ValueError, match="bad.wav"):
+        four.transcribe_batch(items, max_new_tokens=N_TOKENS)
+
+
+def test_concurrent_model_transcribe(models, speech_wavs):
+    one, four = models
+    wavs = [speech_wavs["speech-zh"], speech_wavs["speech-en"]] * 3
+    out = [None] * len(wavs)
+
+    def work(k):
+        out[k] = four.transcribe(wavs[k], max_new_tokens=N_TOKENS)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(wavs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w, r in zip(wavs, out):
+        _same_segments(r, one.transcribe(w, max_new_tokens=N_TOKENS))
+
+
+def test_draft_source(models, speech_wavs):
+    from funasr_cpp.draft import FixedDrafts
+    one, four = models
+    ref = one.transcribe(speech_wavs["speech-en"], max_new_tokens=N_TOKENS)
+    for drafts in ([ref.segments[0].tokens], [ref.text], ["something else entirely"], []):
+        res = four.transcribe(speech_wavs["speech-en"], max_new_tokens=N_TOKENS, draft=FixedDrafts(drafts))
+        _same_segments(res, ref)
+        if drafts == [ref.segments[0].tokens]:
+            assert res.timings.n_accepted_tokens == res.timings.n_draft_tokens >= len(ref.segments[0].tokens) - 3
+    with pytest.raises(TypeError, match="draft source"):
+        four.transcribe(speech_wavs["speech-en"], draft=lambda seg: 3.5)
+    with pytest.raises(ValueError, match="draft_max"):
+        four.transcribe(speech_wavs["speech-en"], draft_max=65)

@@ -92,11 +92,13 @@ def test_timings_add_up():
     class Gen:  # the fields of a _core.Generation
         tokens = [1, 2, 3]
         n_prompt_tokens, n_cached_tokens, n_decoded_tokens = 40, 10, 2
+        n_draft_tokens, n_accepted_tokens = 3, 1
         frontend_ms, encode_ms, prefill_ms, decode_ms = 1.0, 2.0, 3.0, 4.0
     t = Timings(load_ms=5.0)
     t.add(Gen())
     t.add(Gen())
     t.finish(total_ms=2000.0, duration=4.0)
     assert (t.encode_ms, t.n_prompt_tokens, t.n_cached_tokens, t.n_generated_tokens) == (4.0, 80, 20, 6)
-    assert t.tokens_per_s == pytest.approx(4 / 0.008) and t.prefill_tokens_per_s == pytest.approx(60 / 0.006)
+    assert (t.n_draft_tokens, t.n_accepted_tokens) == (6, 2)
+    assert t.tokens_per_s == pytest.approx((4 + 2) / 0.008) and t.prefill_tokens_per_s == pytest.approx(60 / 0.006)
     assert t.real_time_factor == pytest.approx(0.5) and t.load_ms == 5.0

@@ -246,19 +246,30 @@ class _Generation:
         return getattr(self._generation, name)
 
 
+class _LoopingJob:
+    def __init__(self, job, tokens):
+        self.job, self.tokens = job, tokens
+
+    def result(self):
+        return _Generation(self.job.result(), self.tokens)
+
+    def cancel(self):
+        self.job.cancel()
+
+
 class _LoopingAsr:
-    """The native model, but generate() answers with a runaway loop."""
+    """The native model, but its jobs answer with a runaway loop."""
 
     def __init__(self, asr, prefix, loop, eog=False):
         self.asr, self.prefix, self.loop, self.eog = asr, prefix, loop, eog
         self.closed = False
+        self.n_parallel = asr.n_parallel
 
-    def generate(self, samples, prompt, *, max_new_tokens, ignore_eos=False):
-        res = self.asr.generate(samples, prompt, max_new_tokens=1)
+    def submit(self, samples, prompt, *, max_new_tokens, **kwargs):
         toks = (self.prefix + self.loop * 1000)[:max_new_tokens]
         if self.eog:
             toks = toks[:-1]  # stopped by itself before the budget
-        return _Generation(res, toks)
+        return _LoopingJob(self.asr.submit(samples, prompt, max_new_tokens=1, **kwargs), toks)
 
     def detokenize(self, ids, skip_special=True):
         return self.asr.detokenize(ids, skip_special=skip_special)

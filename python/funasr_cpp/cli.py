@@ -82,8 +82,6 @@ def _output_paths(files: list[str], outdir, fmt: str) -> list:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from . import formats
@@ -100,7 +98,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             return 2
     hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()] if args.hotwords else None
     load = dict(n_threads=args.threads, n_gpu_layers=0 if args.cpu else -1, use_gpu=not args.cpu,
-                flash_attn=args.flash_attn, kv_type=args.kv_type)
+                flash_attn=args.flash_attn, kv_type=args.kv_type, n_parallel=args.parallel)
     try:
         options = TranscribeOptions(language=args.language, itn=not args.no_itn, hotwords=hotwords,
                                     max_new_tokens=args.max_new_tokens, segment=args.segment,
@@ -121,27 +119,23 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         outputs = _output_paths(args.files, args.output_dir, args.format)
     show = args.progress or sys.stderr.isatty()
     failed = 0
-    with model:
-        for i, path in enumerate(args.files):
-            dst = outputs[i] if outputs else None
-            if dst is not None and dst.exists() and not args.overwrite:
-                print(f"kept {dst}: it exists (--overwrite replaces it); {path} not transcribed", file=sys.stderr)
+    todo = []
+    for i, path in enumerate(args.files):
+        dst = outputs[i] if outputs else None
+        if dst is not None and dst.exists() and not args.overwrite:
+            print(f"kept {dst}: it exists (--overwrite replaces it); {path} not transcribed", file=sys.stderr)
+            continue
+        todo.append((path, dst))
+    with model, tqdm(total=len(todo), desc="transcribed", unit="file", disable=not show or not todo,
+                     file=sys.stderr, dynamic_ncols=True) as bar:
+        # the files' segments are decoded together (n_parallel at a time); results come in order
+        results = model.transcribe_iter([p for p, _ in todo], options, return_exceptions=True)
+        for (path, dst), result in zip(todo, results):
+            bar.update(1)
+            if isinstance(result, Exception):  # one bad file must not stop the others
+                print(f"error: {path}: {str(result) or type(result).__name__}", file=sys.stderr)
+                failed += 1
                 continue
-            with tqdm(total=1.0, desc=Path(path).name, unit="s", disable=not show, file=sys.stderr,
-                      bar_format="{desc} |{bar}| {n:.1f}/{total:.1f} s {percentage:3.0f}% [{elapsed}<{remaining}]",
-                      leave=True, dynamic_ncols=True) as bar:
-                def progress(done: float, total: float, bar=bar) -> None:
-                    bar.total = total
-                    bar.n = done
-                    bar.refresh()
-                try:
-                    result = model.transcribe(path, options, progress=progress)
-                except Exception as exc:  # one bad file must not stop the others
-                    bar.leave = False
-                    bar.close()
-                    print(f"error: {path}: {str(exc) or type(exc).__name__}", file=sys.stderr)
-                    failed += 1
-                    continue
             out = formats.render(result, args.format, source=path)
             if dst is None:
                 sys.stdout.write(out)
@@ -227,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true",
                      help="replace existing output files (default: keep them and skip those inputs)")
     out.add_argument("--threads", "-t", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    out.add_argument("--parallel", "-np", type=int, default=8, metavar="N",
+                     help="segments decoded together, of one file or several (default 8)")
     out.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
     out.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
                      help="flash attention in the LLM and the encoder (default auto)")

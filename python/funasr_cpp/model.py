@@ -7,9 +7,11 @@
 
 The steps of one call: ``audio.load_audio`` (decode, downmix, resample to 16 kHz) →
 ``audio.split_utterances`` (segments of at most ``max_segment_seconds``, silence-aware by default)
-→ per segment ``prompt.build_prompt`` and the native ``_core.AsrModel.generate`` (fbank + LFR
-frontend, encoder + adaptor, prefill and greedy decoding; the system turn and instruction stay in
-the KV cache from one segment to the next) → ``guard.cut_repetition`` → ``prompt.postprocess``.
+→ every segment submitted to the native batched engine, ``_core.AsrModel.submit`` (fbank + LFR
+frontend, encoder + adaptor, prefill; up to ``n_parallel`` segments decoded together, greedy, the
+system turn and instruction prefilled once and shared) → ``guard.cut_repetition`` →
+``prompt.postprocess``. Segments of other calls, from other threads or from ``transcribe_batch``,
+share the same batches.
 Options and their defaults: :class:`funasr_cpp.TranscribeOptions`; where models come from:
 :mod:`funasr_cpp.hub`; output formats: :mod:`funasr_cpp.formats`.
 """
@@ -21,11 +23,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
 from . import _core
+from .draft import DraftSource, draft_tokens
 from .guard import cut_repetition
 from .hub import DEFAULT_MODEL, resolve_model
 from .options import Timings, TranscribeOptions
@@ -64,25 +68,37 @@ def _join_texts(texts: Iterable[str]) -> str:
     return re.sub(r"\s+", " ", " ".join(texts))
 
 
-class Model:
-    """A loaded Fun-ASR-Nano model (LLM GGUF + mmproj GGUF). Reusable and thread-safe (calls
-    into the native model are serialized); ``close()`` or use as a context manager.
+@dataclass
+class _Pending:
+    """A segment submitted to the engine."""
+    job: Any
+    start: int
+    end: int
+    budget: int
 
-    ``n_ctx=0`` (default) sizes the LLM's KV cache to the input: 1024 tokens (a 30 s segment and
-    its answer), grown in steps of 1024 when a longer segment comes; a fixed ``n_ctx`` caps it."""
+
+class Model:
+    """A loaded Fun-ASR-Nano model (LLM GGUF + mmproj GGUF). Reusable and thread-safe: calls from
+    several threads are decoded together; ``close()`` or use as a context manager.
+
+    ``n_parallel`` segments (of one call or of several) are decoded together in one batch.
+    ``n_ctx=0`` (default) sizes the LLM's KV cache to the segments that run together: multiples
+    of 1024 cells, grown when nothing runs (a 30 s segment and its answer need ~1000 at most);
+    a fixed ``n_ctx`` caps it."""
 
     def __init__(self, llm_gguf: Union[str, os.PathLike], mmproj_gguf: Union[str, os.PathLike], *,
                  n_threads: Optional[int] = None, n_gpu_layers: int = -1, use_gpu: bool = True,
-                 n_ctx: int = 0, flash_attn: str = "auto", n_batch: int = 512, kv_type: str = "f16"):
+                 n_ctx: int = 0, flash_attn: str = "auto", n_batch: int = 512, kv_type: str = "f16",
+                 n_parallel: int = 8):
         t0 = time.perf_counter()
         self._asr = _core.AsrModel(os.fspath(llm_gguf), os.fspath(mmproj_gguf),
                                    n_threads=0 if n_threads is None else int(n_threads),
                                    n_gpu_layers=n_gpu_layers, use_gpu=use_gpu, n_ctx=n_ctx,
-                                   n_batch=n_batch, flash_attn=flash_attn, kv_type=kv_type)
+                                   n_batch=n_batch, flash_attn=flash_attn, kv_type=kv_type,
+                                   n_parallel=n_parallel)
         self.load_ms = (time.perf_counter() - t0) * 1000.0
         self.llm_path = Path(llm_gguf)
         self.mmproj_path = Path(mmproj_gguf)
-        self._lock = threading.RLock()
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -100,8 +116,8 @@ class Model:
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
-        with self._lock:
-            self._asr.close()
+        """Free the native model; running transcriptions end with RuntimeError."""
+        self._asr.close()
 
     @property
     def closed(self) -> bool:
@@ -117,19 +133,78 @@ class Model:
         return f"Model(llm={str(self.llm_path)!r}, mmproj={str(self.mmproj_path)!r}" + \
             (", closed)" if self.closed else ")")
 
+    @property
+    def n_parallel(self) -> int:
+        return self._asr.n_parallel
+
     # -- inference -------------------------------------------------------------------------
     def transcribe(self, audio: AudioInput, options: Optional[TranscribeOptions] = None, *,
                    sample_rate: Optional[int] = None, progress: Optional[ProgressCallback] = None,
-                   **overrides: Any) -> Transcription:
+                   draft: Optional[DraftSource] = None, **overrides: Any) -> Transcription:
         """Transcribe a path (WAV/FLAC/OGG/MP3), bytes of such a file, or a numpy array
         plus its ``sample_rate`` (any rate, any channel count; resampled to 16 kHz mono).
 
         ``options``: a :class:`TranscribeOptions` (default: its defaults); ``overrides`` change
         single fields of it (``language="en"``, ``hotwords=[...]``, ...).
-        ``progress(done_seconds, total_seconds)`` is called after each segment."""
+        ``progress(done_seconds, total_seconds)`` is called after each segment.
+        ``draft``: a :class:`funasr_cpp.draft.DraftSource` giving each segment's expected text
+        for speculative decoding (the result is the same; only the speed changes)."""
         opts = TranscribeOptions.build(options, **overrides)
+        self._check_open()
+        return self._finish(self._start(audio, opts, sample_rate, draft), progress)
+
+    def transcribe_batch(self, items: Iterable[AudioInput], options: Optional[TranscribeOptions] = None, *,
+                         sample_rate: Optional[int] = None, draft: Optional[DraftSource] = None,
+                         return_exceptions: bool = False, **overrides: Any) -> list:
+        """``list(transcribe_iter(...))``: the results of several inputs, in order."""
+        return list(self.transcribe_iter(items, options, sample_rate=sample_rate, draft=draft,
+                                         return_exceptions=return_exceptions, **overrides))
+
+    def transcribe_iter(self, items: Iterable[AudioInput], options: Optional[TranscribeOptions] = None, *,
+                        sample_rate: Optional[int] = None, draft: Optional[DraftSource] = None,
+                        return_exceptions: bool = False, **overrides: Any) -> Iterator:
+        """Transcribe several inputs with the same options (checked before the first input is
+        read; ``sample_rate`` for numpy arrays), yielding each result in input order as soon as it
+        is done. Their segments are decoded together, up to ``n_parallel`` at a time; inputs are
+        read as the batch needs them, so memory follows the segments in flight, not the number
+        of inputs. ``return_exceptions=True``: an input that fails (unreadable audio, ...) yields
+        its exception in its place instead of raising."""
+        opts = TranscribeOptions.build(options, **overrides)
+        self._check_open()
+        return self._transcribe_iter(items, opts, sample_rate, draft, return_exceptions)
+
+    def _transcribe_iter(self, items, opts, sample_rate, draft, return_exceptions) -> Iterator:
+        window: deque = deque()   # started inputs (or their exceptions), oldest first
+        in_flight = 0             # their segments
+        try:
+            for item in items:
+                try:
+                    call = self._start(item, opts, sample_rate, draft)
+                    in_flight += len(call.pending)
+                except Exception as e:  # noqa: BLE001 - handed back in place of the result
+                    if not return_exceptions:
+                        raise
+                    call = e
+                window.append(call)
+                while window and (in_flight > 2 * self.n_parallel or isinstance(window[0], Exception)):
+                    call = window.popleft()
+                    in_flight -= 0 if isinstance(call, Exception) else len(call.pending)
+                    yield self._result(call, return_exceptions)
+            while window:
+                yield self._result(window.popleft(), return_exceptions)
+        finally:  # an abandoned iteration leaves nothing running
+            for call in window:
+                for p in getattr(call, "pending", ()):
+                    p.job.cancel()
+
+    # -- the steps of a call ------------------------------------------------------------------
+    def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError("the model is closed")
+
+    def _start(self, audio: AudioInput, opts: TranscribeOptions, sample_rate: Optional[int],
+               draft: Optional[DraftSource]) -> "_Call":
+        """Read and split the audio and submit its segments."""
         wall0 = time.perf_counter()
         from .audio import load_audio, split_utterances
 
@@ -145,43 +220,69 @@ class Model:
         else:
             spans = [(int(a), int(b)) for a, b in
                      split_utterances(x, max_seconds=opts.max_segment_seconds, mode=opts.segment or "silence")]
+        spans = [(a, b) for a, b in spans if b - a >= MIN_SAMPLES]
         prompt = build_prompt(opts.language, opts.itn, opts.hotwords)
+        call = _Call(opts, total, wall0)
+        for k, (a, b) in enumerate(spans):
+            budget = opts.token_budget((b - a) / SAMPLE_RATE)
+            ids = draft_tokens(self._asr, draft, k, a / SAMPLE_RATE, b / SAMPLE_RATE, x[a:b])
+            job = self._asr.submit(x[a:b], prompt, max_new_tokens=budget, ignore_eos=opts.ignore_eos,
+                                   draft=ids, draft_max=opts.draft_max)
+            call.pending.append(_Pending(job, a, b, budget))
+        return call
+
+    def _finish(self, call: "_Call", progress: Optional[ProgressCallback] = None) -> Transcription:
+        """Wait for the call's segments in order (the waiting thread decodes every job meanwhile)."""
         timings = Timings(load_ms=self.load_ms)
         segments: list[Segment] = []
         done = -1.0
-        for a, b in spans:
-            if b - a < MIN_SAMPLES:
-                continue
-            budget = opts.token_budget((b - a) / SAMPLE_RATE)
-            with self._lock:
-                gen = self._asr.generate(x[a:b], prompt, max_new_tokens=budget, ignore_eos=opts.ignore_eos)
+        try:
+            for p in call.pending:
+                gen = p.job.result()
                 tokens, cut = list(gen.tokens), False
-                if opts.repetition_guard:  # a segment that ran out of budget may be a runaway loop
-                    tokens, cut = cut_repetition(tokens, budget)
+                if call.options.repetition_guard:  # a segment that ran out of budget may be a runaway loop
+                    tokens, cut = cut_repetition(tokens, p.budget)
                 text = postprocess(self._asr.detokenize(tokens))
-            timings.add(gen)
-            segments.append(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, text, tokens, cut))
-            if progress is not None:
-                done = b / SAMPLE_RATE
-                progress(done, total)
-        if progress is not None and done < total:
-            progress(total, total)
-        timings.finish((time.perf_counter() - wall0) * 1000.0, total)
-        return Transcription(_join_texts(s.text for s in segments), segments, opts.language, total, timings)
+                timings.add(gen)
+                segments.append(Segment(p.start / SAMPLE_RATE, p.end / SAMPLE_RATE, text, tokens, cut))
+                if progress is not None:
+                    done = p.end / SAMPLE_RATE
+                    progress(done, call.total)
+        finally:
+            for p in call.pending:  # after a failure: the rest are not decoded for nothing
+                p.job.cancel()
+        if progress is not None and done < call.total:
+            progress(call.total, call.total)
+        timings.finish((time.perf_counter() - call.wall0) * 1000.0, call.total)
+        return Transcription(_join_texts(s.text for s in segments), segments, call.options.language,
+                             call.total, timings)
 
-    def transcribe_batch(self, items: Iterable[AudioInput], options: Optional[TranscribeOptions] = None, *,
-                         sample_rate: Optional[int] = None, **overrides: Any) -> list[Transcription]:
-        """Transcribe several inputs one after the other with this model (same options for all,
-        checked before the first input is read; ``sample_rate`` for numpy arrays)."""
-        opts = TranscribeOptions.build(options, **overrides)
-        return [self.transcribe(item, opts, sample_rate=sample_rate) for item in list(items)]
+    def _result(self, call: Any, return_exceptions: bool) -> Any:
+        """The call's Transcription, or its exception when return_exceptions."""
+        if isinstance(call, Exception):
+            return call
+        try:
+            return self._finish(call)
+        except Exception as e:  # noqa: BLE001
+            if not return_exceptions:
+                raise
+            return e
+
+
+@dataclass
+class _Call:
+    """One input on its way through the engine."""
+    options: TranscribeOptions
+    total: float
+    wall0: float
+    pending: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
 # module-level transcribe
 
 _MODEL_KEYS = ("cache_dir", "llm_type", "mmproj_type", "hub", "n_threads", "n_gpu_layers", "use_gpu", "n_ctx",
-               "flash_attn", "n_batch", "kv_type")
+               "flash_attn", "n_batch", "kv_type", "n_parallel")
 _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -198,7 +299,8 @@ def get_model(source: Union[str, os.PathLike] = DEFAULT_MODEL, **kwargs: Any) ->
 
 def transcribe(audio: AudioInput, model: Union[Model, str, os.PathLike] = DEFAULT_MODEL,
                options: Optional[TranscribeOptions] = None, *, sample_rate: Optional[int] = None,
-               progress: Optional[ProgressCallback] = None, **overrides: Any) -> Transcription:
+               progress: Optional[ProgressCallback] = None, draft: Optional[DraftSource] = None,
+               **overrides: Any) -> Transcription:
     """``Model.transcribe`` with ``model`` a :class:`Model` or a ``from_pretrained`` source
     (loaded once and cached in this process; loading options such as ``n_threads`` or
     ``llm_type`` may be passed along with the transcription options)."""
@@ -210,7 +312,7 @@ def transcribe(audio: AudioInput, model: Union[Model, str, os.PathLike] = DEFAUL
         m = model
     else:
         m = get_model(model, **load)
-    return m.transcribe(audio, opts, sample_rate=sample_rate, progress=progress)
+    return m.transcribe(audio, opts, sample_rate=sample_rate, progress=progress, draft=draft)
 
 
 __all__ = ["Model", "Segment", "Transcription", "get_model", "transcribe"]

@@ -37,6 +37,8 @@ class TranscribeOptions:
     - ``repetition_guard``: cut a segment that used up its budget in a loop (see funasr_cpp.guard).
     - ``ignore_eos``: benchmarking, like llama.cpp's ``--ignore-eos``: every segment generates its
       whole token budget, end-of-turn tokens are skipped.
+    - ``draft_max``: speculative decoding (with a draft source, see funasr_cpp.draft): draft tokens
+      verified per decode step, 0 to 64 (0 = off).
     """
     language: Optional[str] = None
     itn: bool = True
@@ -47,6 +49,7 @@ class TranscribeOptions:
     max_tokens_per_second: Optional[float] = TOKENS_PER_SECOND
     repetition_guard: bool = True
     ignore_eos: bool = False
+    draft_max: int = 8
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -67,6 +70,10 @@ class TranscribeOptions:
         r = self.max_tokens_per_second
         if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 or math.isinf(r)):
             raise ValueError(f"max_tokens_per_second must be a positive number or None, got {r!r}")
+        d = self.draft_max
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 64:
+            raise ValueError(f"draft_max must be an int in [0, 64], got {d!r}")
+        put("draft_max", int(d))
         for name in ("itn", "repetition_guard", "ignore_eos"):
             put(name, bool(getattr(self, name)))
 
@@ -117,8 +124,10 @@ class Timings:
     n_prompt_tokens: int = 0
     n_cached_tokens: int = 0      # prompt tokens kept in the KV cache from the previous segment
     n_generated_tokens: int = 0
-    n_decoded_tokens: int = 0     # single-token llama_decode calls (the first token comes from the prefill)
-    tokens_per_s: float = 0.0             # n_decoded_tokens / decode time
+    n_decoded_tokens: int = 0     # decode steps (the first token comes from the prefill)
+    n_draft_tokens: int = 0       # speculative decoding: draft tokens verified ...
+    n_accepted_tokens: int = 0    # ... and taken
+    tokens_per_s: float = 0.0             # tokens out of decode steps (steps + accepted drafts) / decode time
     prefill_tokens_per_s: float = 0.0     # (n_prompt_tokens - n_cached_tokens) / prefill time
     real_time_factor: float = 0.0         # total time / audio duration
 
@@ -132,10 +141,13 @@ class Timings:
         self.n_cached_tokens += int(generation.n_cached_tokens)
         self.n_generated_tokens += len(generation.tokens)
         self.n_decoded_tokens += int(generation.n_decoded_tokens)
+        self.n_draft_tokens += int(generation.n_draft_tokens)
+        self.n_accepted_tokens += int(generation.n_accepted_tokens)
 
     def finish(self, total_ms: float, duration: float) -> "Timings":
         self.total_ms = total_ms
-        self.tokens_per_s = self.n_decoded_tokens / (self.decode_ms / 1000.0) if self.decode_ms > 0 else 0.0
+        decoded = self.n_decoded_tokens + self.n_accepted_tokens
+        self.tokens_per_s = decoded / (self.decode_ms / 1000.0) if self.decode_ms > 0 else 0.0
         prefilled = self.n_prompt_tokens - self.n_cached_tokens
         self.prefill_tokens_per_s = prefilled / (self.prefill_ms / 1000.0) if self.prefill_ms > 0 else 0.0
         self.real_time_factor = total_ms / 1000.0 / duration if duration > 0 else 0.0
