@@ -181,7 +181,100 @@ def torch_(spec: dict) -> dict:
     return measure(spec)
 
 
-KINDS = {"roofline": roofline, "ours": ours, "torch": torch_}
+# --------------------------------------------------------------------------------------------- [3/8]
+_FIXED = {"max_tokens_per_second": None, "repetition_guard": False, "ignore_eos": True}
+
+
+def _decode_wall(timings) -> float:
+    """Seconds of decode steps: the per-job shares of one batch add up to the steps' wall time."""
+    return sum(t.decode_ms for t in timings) / 1000.0
+
+
+def batch(spec: dict) -> dict:
+    """spec["clips"] (equal-length wav files): one transcribe() after another vs transcribe_batch,
+    alternating run by run on one loaded model; -> wall times and peak RSS."""
+    from funasr_cpp import Model
+
+    model = Model(spec["llm"], spec["mmproj"], n_threads=spec["threads"], n_parallel=spec["n_parallel"])
+    opts = dict(_FIXED, max_new_tokens=spec["tokens"])
+    clips = spec["clips"]
+    seq, bat = [], []
+    model.transcribe_batch(clips, **opts)  # warm-up: the KV cache grows to the batch once
+    for _ in range(spec["runs"]):
+        t0 = time.perf_counter()
+        one = [model.transcribe(c, **opts) for c in clips]
+        seq.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        many = model.transcribe_batch(clips, **opts)
+        bat.append(time.perf_counter() - t0)
+        assert [r.text for r in one] == [r.text for r in many]
+    return {"sequential_s": seq, "batch_s": bat, "clips": len(clips), "n_ctx": model._asr.n_ctx,
+            "seconds": many[0].duration, "peak_rss_mb": peak_rss_mb()}
+
+
+def decode_batch(spec: dict) -> dict:
+    """Aggregate decode tok/s with b sequences decoded together, for b in spec["batch"]."""
+    import soundfile as sf
+
+    from funasr_cpp import _core
+    from funasr_cpp.prompt import build_prompt
+
+    x, _ = sf.read(spec["audio"], dtype="float32")
+    out = {}
+    for b in spec["batch"]:
+        m = _core.AsrModel(spec["llm"], spec["mmproj"], n_threads=spec["threads"], n_parallel=b)
+        rates = []
+        for run in range(spec["runs"] + 1):
+            jobs = [m.submit(x, build_prompt(), max_new_tokens=spec["tokens"], ignore_eos=True) for _ in range(b)]
+            gens = [j.result() for j in jobs]
+            assert all(g.max_batch == b for g in gens)
+            if run:  # the first run warms up
+                rates.append(sum(g.n_decoded_tokens for g in gens) / _decode_wall(gens))
+        m.close()
+        out[str(b)] = statistics.median(rates)
+    return {"tok_s": out, "peak_rss_mb": peak_rss_mb()}
+
+
+def speculative(spec: dict) -> dict:
+    """The clip with no draft, a perfect draft (the model's own greedy output) and a useless one
+    (random tokens), alternating run by run; -> per-run timings."""
+    from funasr_cpp import Model
+    from funasr_cpp.draft import FixedDrafts
+
+    model = Model(spec["llm"], spec["mmproj"], n_threads=spec["threads"])
+    opts = dict(_FIXED, max_new_tokens=spec["tokens"], draft_max=spec["draft_max"])
+    ref = model.transcribe(spec["audio"], **opts)
+    rng = np.random.default_rng(0)
+    n_vocab = model._asr.n_vocab
+    drafts = {"none": None,
+              "perfect": FixedDrafts([s.tokens for s in ref.segments]),
+              "useless": FixedDrafts([[int(t) for t in rng.integers(n_vocab // 2, n_vocab, len(s.tokens))]
+                                      for s in ref.segments])}
+    runs = {k: [] for k in drafts}
+    for _ in range(spec["runs"]):
+        for k, d in drafts.items():
+            r = model.transcribe(spec["audio"], draft=d, **opts)
+            assert r.text == ref.text
+            runs[k].append(r.timings.to_dict())
+    return {"runs": runs, "duration_s": ref.duration}
+
+
+def long_file(spec: dict) -> dict:
+    """A long file with n_parallel sequences (1 = one segment at a time); timings per run."""
+    from funasr_cpp import Model
+
+    model = Model(spec["llm"], spec["mmproj"], n_threads=spec["threads"], n_parallel=spec["n_parallel"])
+    opts = dict(_FIXED, max_new_tokens=spec["tokens"])
+    model.transcribe(spec["warmup"], **opts)
+    runs = []
+    for _ in range(spec["runs"]):
+        r = model.transcribe(spec["audio"], **opts)
+        runs.append({**r.timings.to_dict(), "segments": len(r.segments)})
+    return {"runs": runs, "duration_s": r.duration, "peak_rss_mb": peak_rss_mb()}
+
+
+KINDS = {"roofline": roofline, "ours": ours, "torch": torch_, "batch": batch, "decode-batch": decode_batch,
+         "speculative": speculative, "long": long_file}
 
 if __name__ == "__main__":
     kind, spec = sys.argv[1], json.loads(sys.argv[2])

@@ -21,6 +21,13 @@ def gguf_tensor_bytes(path: Path) -> int:
     return int(sum(int(t.n_bytes) for t in GGUFReader(str(path)).tensors))
 
 
+def gguf_tensor_params(path: Path) -> int:
+    """Parameters of all tensors (multiply-adds per token of a decode step, to first order)."""
+    from gguf import GGUFReader
+
+    return int(sum(int(t.n_elements) for t in GGUFReader(str(path)).tensors))
+
+
 def kv_bytes_per_token(path: Path) -> int:
     """f16 K + V bytes one cached position holds across all layers."""
     from gguf import GGUFReader

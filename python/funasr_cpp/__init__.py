@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _core, formats
+from . import _core, draft, formats
 from ._system import SystemInfo, model_info, system_info
 from .llm import quantize
 from .model import Model, Segment, Transcription, transcribe
@@ -21,5 +21,5 @@ def set_verbose(verbose: bool = True) -> None:
     _core.set_verbose(bool(verbose))
 
 
-__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "formats", "Segment", "SystemInfo", "Timings",
+__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "draft", "formats", "Segment", "SystemInfo", "Timings",
            "Transcription", "TranscribeOptions", "model_info", "quantize", "set_verbose", "system_info", "transcribe"]

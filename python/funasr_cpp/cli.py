@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--hub", choices=["huggingface", "modelscope"], default="huggingface",
                      help="where --model hub ids are downloaded from (default huggingface)")
     src.add_argument("--llm-type", default="q8_0", help="LLM type when converting a release (default q8_0)")
-    src.add_argument("--mmproj-type", default="f16", help="mmproj type when converting a release (default f16)")
+    src.add_argument("--mmproj-type", default="auto",
+                     help="mmproj type when converting a release (default auto: bf16 on CPUs with AVX512_BF16, else f16)")
     dec = tr.add_argument_group("decoding")
     dec.add_argument("--language", "-l", default=None,
                      help="force a language: upstream name (中文, 英文, ...) or ISO code (zh, en, ja, ...); "

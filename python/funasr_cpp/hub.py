@@ -172,9 +172,25 @@ def _download(repo_id: str, hub: str, cache_dir) -> Path:
     raise ValueError(f"hub must be 'huggingface' or 'modelscope', got {hub!r}")
 
 
+def default_mmproj_type() -> str:
+    """The mmproj type ``mmproj_type="auto"`` converts to on this machine: bf16 where ggml's CPU
+    backend has AVX512_BF16 and no GPU backend is present (lossless for the bf16 release, and the
+    fastest encoder there: bf16 dot-product instructions), else f16."""
+    from . import _core
+
+    backends = _core.system_info()["backends"]
+    if any(d["type"] in ("gpu", "igpu") for b in backends for d in b["devices"]):
+        return "f16"
+    cpu = next((b for b in backends if b["name"] == "CPU"), {"features": {}})
+    return "bf16" if cpu["features"].get("AVX512_BF16") == "1" else "f16"
+
+
 def resolve_model(source: Union[str, os.PathLike], *, cache_dir=None, llm_type: str = "q8_0",
-                  mmproj_type: str = "f16", hub: str = "huggingface") -> tuple[Path, Path]:
-    """``from_pretrained``'s source -> (llm_gguf, mmproj_gguf), converting/downloading as needed."""
+                  mmproj_type: str = "auto", hub: str = "huggingface") -> tuple[Path, Path]:
+    """``from_pretrained``'s source -> (llm_gguf, mmproj_gguf), converting/downloading as needed.
+    ``mmproj_type="auto"``: :func:`default_mmproj_type`."""
+    if mmproj_type == "auto":
+        mmproj_type = default_mmproj_type()
     path = Path(source).expanduser()
     if path.is_dir():
         if _is_release(path):
@@ -192,4 +208,4 @@ def resolve_model(source: Union[str, os.PathLike], *, cache_dir=None, llm_type: 
     raise FileNotFoundError(f"{source}: no such folder (and not a hub id like {DEFAULT_MODEL!r})")
 
 
-__all__ = ["DEFAULT_MODEL", "default_cache_dir", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "default_cache_dir", "default_mmproj_type", "resolve_model"]

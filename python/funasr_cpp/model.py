@@ -103,7 +103,7 @@ class Model:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, source: Union[str, os.PathLike], *, cache_dir: Union[str, os.PathLike, None] = None,
-                        llm_type: str = "q8_0", mmproj_type: str = "f16", hub: str = "huggingface",
+                        llm_type: str = "q8_0", mmproj_type: str = "auto", hub: str = "huggingface",
                         **kwargs: Any) -> "Model":
         """Load from a released checkpoint folder (funasr's layout, or the Transformers ``-hf``
         one; converted once into ``cache_dir or ~/.cache/funasr-cpp/models/<name>-<hash>/`` and
