@@ -71,6 +71,7 @@ void Engine::context_created() {
 std::shared_ptr<Job> Engine::submit(Request req) {
     auto job = std::make_shared<Job>();
     job->req = std::move(req);
+    job->draft_k = job->req.draft_max;
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(job);
     return job;
@@ -460,7 +461,7 @@ void Engine::decode_step() {
     for (auto & j : slots_) {
         if (!j) continue;
         Job & job = *j;
-        const int room = std::min<int64_t>({(int64_t) job.req.draft_max, (int64_t) spare,
+        const int room = job.draft_skip > 0 ? (job.draft_skip--, 0) : std::min<int64_t>({(int64_t) job.draft_k, (int64_t) spare,
                                             job.req.max_new_tokens - (int64_t) job.gen.tokens.size() - 1,
                                             (int64_t) job.pos_limit - 1 - job.n_past});
         entries.push_back({&job, 0, next_draft(job, room)});
@@ -493,6 +494,7 @@ void Engine::decode_step() {
         g.max_batch = std::max<int64_t>(g.max_batch, n_active);
         g.n_draft_tokens += (int64_t) e.draft.size();
         const size_t before = g.tokens.size();
+        const int64_t accepted_before = g.n_accepted_tokens;
         bool more = true;
         size_t kept = 0;  // batch rows whose KV stays: the last choice and the accepted drafts
         llama_token tok = -1;
@@ -515,6 +517,21 @@ void Engine::decode_step() {
         }
         job.n_past += (llama_pos) kept;
         if (kept < e.draft.size() + 1) llama_memory_seq_rm(mem, job.slot, job.n_past, -1);  // the rejected drafts
+        if (!e.draft.empty()) {
+            // every verified row costs compute: after a rejection verify only one more than was
+            // taken, after a full acceptance twice as many (up to draft_max); a single draft token
+            // rejected pauses drafting for 1, 2, 4 ... 16 steps. A useless draft so costs a few
+            // percent, a good one runs at draft_max.
+            const int64_t m = g.n_accepted_tokens - accepted_before;
+            job.draft_k = m == (int64_t) e.draft.size() ? std::min(job.req.draft_max, 2 * job.draft_k)
+                                                         : (int) m + 1;
+            if (m == 0 && e.draft.size() == 1) {
+                job.draft_skip = job.draft_backoff;
+                job.draft_backoff = std::min(16, 2 * job.draft_backoff);
+            } else if (m > 0) {
+                job.draft_backoff = 1;
+            }
+        }
         job.last = tok;
         advance_draft(job, before);
     }

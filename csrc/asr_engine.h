@@ -68,6 +68,8 @@ struct Job {
     int64_t reserved = 0;             // KV cells held for this job
     llama_token last = -1;            // the last chosen token, not yet in the KV cache
     size_t draft_at = 0;              // draft index expected next
+    int draft_k = 0;                  // draft tokens to verify next step (adapts to the acceptance)
+    int draft_skip = 0, draft_backoff = 1;  // steps without a draft after single misses
 };
 
 class Engine {
