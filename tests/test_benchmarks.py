@@ -44,3 +44,24 @@ def test_bench_tiny_smoke(tmp_path):
     for title in ("Roofline", "Headline", "End to end", "GGUF types", "Encoder + adaptor vs the f32 GEMM bound"):
         assert title in report
     assert (out / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_throughput_tiny_smoke(tmp_path):
+    """benchmarks/throughput.py --tiny (batching, speculative decoding, batch sizes) runs end to end."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--tiny", "--work", str(tmp_path),
+                           "--out", str(out), "--runs", "1", "--threads", "1",
+                           "--only", "roofline", "batch", "speculative", "decode-batch"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "throughput.json").read_text())
+    for r in res["batch"].values():  # measure.py asserts the batch's texts equal the sequential ones
+        assert r["sequential_s"][0] > 0 and r["batch_s"][0] > 0 and r["peak_rss_mb"] > 10
+    for r in res["speculative"].values():
+        perfect, none = r["runs"]["perfect"][0], r["runs"]["none"][0]
+        assert perfect["n_accepted_tokens"] == perfect["n_draft_tokens"] > 0
+        assert perfect["n_decoded_tokens"] < none["n_decoded_tokens"]
+    assert set(res["decode_batch"]["tok_s"]) == {"1", "2", "4", "8", "16"}
+    md = (out / "throughput.md").read_text()
+    assert "transcribe_batch" in md and "aggregate decode tok/s" in md
+    assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
