@@ -148,44 +148,51 @@ void Engine::step() {
 }
 
 // ----------------------------------------------------------------------------- admission
+// The job's chunks and counts; on failure the job is left as it was (its error comes back when
+// its turn comes, as grow_context tokenizes queued jobs ahead of it).
 void Engine::tokenize_input(Job & job) {
     Request & r = job.req;
     Generation & g = job.gen;
     struct bitmap_deleter { void operator()(mtmd_bitmap * b) const { mtmd_bitmap_free(b); } };
     std::unique_ptr<mtmd_bitmap, bitmap_deleter> bitmap(mtmd_bitmap_init_from_audio(r.samples.size(), r.samples.data()));
-    job.chunks.reset(mtmd_input_chunks_init());
-    if (!bitmap || !job.chunks) throw native_error(PyExc_MemoryError, "cannot allocate the mtmd input");
+    decltype(job.chunks) chunks(mtmd_input_chunks_init(), mtmd_input_chunks_free);
+    if (!bitmap || !chunks) throw native_error(PyExc_MemoryError, "cannot allocate the mtmd input");
     mtmd_input_text text{r.prompt.c_str(), r.prompt.size(), /*add_special*/ false, /*parse_special*/ true};
     const mtmd_bitmap * bitmaps[1] = {bitmap.get()};
     const auto t0 = std::chrono::steady_clock::now();
-    const int32_t rc = mtmd_tokenize(h_.mtmd(), job.chunks.get(), &text, bitmaps, 1);
-    g.frontend_ms = ms_since(t0);
+    const int32_t rc = mtmd_tokenize(h_.mtmd(), chunks.get(), &text, bitmaps, 1);
+    const double frontend_ms = ms_since(t0);
     if (rc != 0) {
         throw native_error(rc == 1 ? PyExc_ValueError : PyExc_RuntimeError,
                            "cannot tokenize the prompt and audio (mtmd_tokenize code " + std::to_string(rc) + ")");
     }
-    std::vector<float>().swap(r.samples);  // the features are in the chunks now
     // the layout: counts, and the text after the audio gives the first answer token's logits
-    const size_t n = mtmd_input_chunks_size(job.chunks.get());
+    const size_t n = mtmd_input_chunks_size(chunks.get());
     size_t last = n;
+    int64_t n_prompt = 0, n_audio = 0;
     for (size_t i = 0; i < n; ++i) {
-        const mtmd_input_chunk * c = mtmd_input_chunks_get(job.chunks.get(), i);
+        const mtmd_input_chunk * c = mtmd_input_chunks_get(chunks.get(), i);
         const int64_t k = (int64_t) mtmd_input_chunk_get_n_tokens(c);
-        g.n_prompt_tokens += k;
-        if (mtmd_input_chunk_get_type(c) != MTMD_INPUT_CHUNK_TYPE_TEXT) g.n_audio_tokens += k;
+        n_prompt += k;
+        if (mtmd_input_chunk_get_type(c) != MTMD_INPUT_CHUNK_TYPE_TEXT) n_audio += k;
         if (k > 0) last = i;
     }
-    if (g.n_prompt_tokens == 0) throw native_error(PyExc_ValueError, "the prompt is empty");
-    if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(job.chunks.get(), last)) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
+    if (n_prompt == 0) throw native_error(PyExc_ValueError, "the prompt is empty");
+    if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(chunks.get(), last)) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
         throw native_error(PyExc_ValueError, "the prompt must have text after the media marker " +
                            std::string(mtmd_default_marker()) + " (e.g. <|im_end|>\\n<|im_start|>assistant\\n)");
     }
-    const mtmd_input_chunk * first = mtmd_input_chunks_get(job.chunks.get(), 0);
+    const mtmd_input_chunk * first = mtmd_input_chunks_get(chunks.get(), 0);
     if (last > 0 && mtmd_input_chunk_get_type(first) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
         size_t k = 0;
         const llama_token * t = mtmd_input_chunk_get_tokens_text(first, &k);
         job.prefix.assign(t, t + k);
     }
+    g.frontend_ms = frontend_ms;
+    g.n_prompt_tokens = n_prompt;
+    g.n_audio_tokens = n_audio;
+    job.chunks = std::move(chunks);
+    std::vector<float>().swap(r.samples);  // the features are in the chunks now
 }
 
 // KV cells the job holds while it runs: its positions up to pos_limit, less the shared prefix

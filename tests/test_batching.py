@@ -13,7 +13,7 @@ import pytest
 from fixtures.speech import wav16k_samples
 from fixtures.upstream import OPTIONS
 from funasr_cpp import _core
-from funasr_cpp.prompt import build_prompt
+from funasr_cpp.prompt import MEDIA_MARKER, build_prompt
 
 N_TOKENS = 24
 # parity settings as in test_asr_parity: exact KV, one thread, no flash attention
@@ -150,6 +150,19 @@ def test_a_failing_job_fails_alone(soft_gguf, jobs, sequential):
             too_long.result()
         assert_same_tokens(good.result(), sequential[0], "before the failing job")
         assert_same_tokens(also_good.result(), sequential[0], "after the failing job")
+
+
+def test_a_bad_prompt_queued_behind_others(soft_gguf, jobs, sequential):
+    """n_ctx=0 sizes the cache from the queued jobs, reading them ahead: a bad one still gets its own error."""
+    x, p = jobs[0]
+    with _core.AsrModel(*soft_gguf, n_parallel=4, **EXACT) as m:
+        hs = [m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True),
+              m.submit(x, p.split(MEDIA_MARKER)[0] + MEDIA_MARKER, max_new_tokens=4),  # nothing after the audio
+              m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True)]
+        assert_same_tokens(hs[0].result(), sequential[0], "before the bad prompt")
+        with pytest.raises(ValueError, match="text after the media marker"):
+            hs[1].result()
+        assert_same_tokens(hs[2].result(), sequential[0], "after the bad prompt")
 
 
 def test_cancel(soft_gguf, jobs, sequential):
