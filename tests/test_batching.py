@@ -287,3 +287,13 @@ def test_draft_source(models, speech_wavs):
         four.transcribe(speech_wavs["speech-en"], draft=lambda seg: 3.5)
     with pytest.raises(ValueError, match="draft_max"):
         four.transcribe(speech_wavs["speech-en"], draft_max=65)
+
+
+def test_abandoned_transcribe_iter_leaves_nothing_running(models, speech_wavs):
+    one, four = models
+    items = [speech_wavs["speech-zh"], speech_wavs["speech-en"]] * 6
+    it = four.transcribe_iter(items, max_new_tokens=N_TOKENS)
+    first = next(it)
+    it.close()  # the queued and running segments of the other inputs are cancelled
+    _same_segments(first, one.transcribe(items[0], max_new_tokens=N_TOKENS))
+    _same_segments(four.transcribe(items[1], max_new_tokens=N_TOKENS), one.transcribe(items[1], max_new_tokens=N_TOKENS))
