@@ -1,0 +1,179 @@
+"""CTC timestamps as upstream computes them ([4/8], in progress: the tokenizer and the alignment).
+
+The CTC head's tokenizer is SenseVoice's (funasr/models/sense_voice/whisper_lib/tokenizer.py,
+``get_encoding`` / ``Tokenizer``): tiktoken over the release's ``multilingual.tiktoken`` ranks
+(our mmproj keeps them in ``funasr.ctc.tiktoken_ranks``), followed by SenseVoice's special
+tokens; encoding treats special-token strings as text, decoding drops ids from ``<|0.00|>`` on.
+
+Upstream (funasr/models/fun_asr_nano/model.py, ``FunASRNano.inference_llm``, and
+``tools/utils.py``, ``forced_align``): the CTC head's log-probabilities over 60 ms frames give
+a greedy transcript (argmax, consecutive repeats merged, blanks dropped), and the Viterbi
+alignment (torchaudio's ``forced_align``) of a token sequence to those frames gives, per token,
+its first frame, its end frame and its score, the highest per-frame probability of its frames.
+An alignment that cannot be made (no tokens, more tokens + repeats than frames, a blank or an
+out-of-range id among them) gives no timestamps, as upstream's ``except Exception: pass`` does.
+
+The Viterbi keeps torchaudio's tie rules, so equal scores pick the same path: the skip over a
+blank wins only when strictly better than both other predecessors, the previous state only when
+strictly better than staying, and the path ends in the final blank only when that is strictly
+better than ending on the last token.
+"""
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Sequence, Union
+
+import numpy as np
+
+#: one CTC frame: 6 LFR-stacked 10 ms fbank frames
+FRAME_SECONDS = 0.06
+
+
+# SenseVoice's special tokens after the ranks, in id order (upstream's tokenizer tables)
+_LANGUAGES = ("en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur "
+              "hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km "
+              "sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw "
+              "su yue minnan wuyu dialect zh/en en/zh").split()
+_AUDIO_EVENTS = ("ASR", "AED", "SER", "Speech", "/Speech", "BGM", "/BGM", "Laughter", "/Laughter", "Applause",
+                 "/Applause")
+_EMOTIONS = ("HAPPY", "SAD", "ANGRY", "NEUTRAL")
+# tiktoken's pre-tokenizer pattern of the SenseVoice encoding (GPT-2's)
+_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def special_tokens(num_languages: int = 8749) -> list[str]:
+    """SenseVoice's special tokens in id order (``num_languages``: the config's, 8749 = all)."""
+    return ["<|endoftext|>", "<|startoftranscript|>",
+            *[f"<|{x}|>" for x in _LANGUAGES[:num_languages]],
+            *[f"<|{x}|>" for x in _AUDIO_EVENTS], *[f"<|{x}|>" for x in _EMOTIONS],
+            "<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+            "<|notimestamps|>", *[f"<|SPECIAL_TOKEN_{i}|>" for i in range(1, 51)],
+            *[f"<|{i * 0.02:.2f}|>" for i in range(1501)]]
+
+
+class CtcTokenizer:
+    """The CTC head's tokenizer, identical to upstream's ``SenseVoiceTokenizer``."""
+
+    def __init__(self, ranks: Sequence[bytes], num_languages: int = 8749):
+        import tiktoken
+
+        mergeable = {bytes(b): i for i, b in enumerate(ranks)}
+        if len(mergeable) != len(ranks):
+            raise ValueError("the CTC tokenizer's ranks contain duplicate tokens")
+        specials = {t: len(mergeable) + i for i, t in enumerate(special_tokens(num_languages))}
+        self.timestamp_begin = specials["<|0.00|>"]
+        self.n_vocab = len(mergeable) + len(specials)
+        self._enc = tiktoken.Encoding(name="funasr-ctc", pat_str=_PATTERN, mergeable_ranks=mergeable,
+                                      special_tokens=specials, explicit_n_vocab=self.n_vocab)
+
+    @classmethod
+    def from_mmproj(cls, path: Union[str, os.PathLike], num_languages: int = 8749) -> "CtcTokenizer":
+        """From our mmproj's ``funasr.ctc.tiktoken_ranks`` (ValueError naming the file without them)."""
+        from gguf import GGUFReader
+
+        field = GGUFReader(os.fspath(path)).get_field("funasr.ctc.tiktoken_ranks")
+        if field is None:
+            raise ValueError(f"{os.fspath(path)} has no CTC tokenizer (funasr.ctc.tiktoken_ranks): "
+                             "convert a release that has multilingual.tiktoken")
+        return cls([base64.b64decode(bytes(field.parts[i])) for i in field.data], num_languages)
+
+    @classmethod
+    def from_file(cls, path: Union[str, os.PathLike], num_languages: int = 8749) -> "CtcTokenizer":
+        """From a ``multilingual.tiktoken`` file ("base64 rank" per line)."""
+        ranks: dict[int, bytes] = {}
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                if line.strip():
+                    token, rank = line.split()
+                    ranks[int(rank)] = base64.b64decode(token)
+        if sorted(ranks) != list(range(len(ranks))):
+            raise ValueError(f"{os.fspath(path)}: the ranks are not 0..{len(ranks) - 1}")
+        return cls([ranks[i] for i in range(len(ranks))], num_languages)
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids; special-token strings in the text are encoded as text (upstream's choice)."""
+        return self._enc.encode(text, allowed_special=set(), disallowed_special=())
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids -> text; timestamp tokens are dropped, a cut UTF-8 sequence becomes U+FFFD."""
+        return self._enc.decode([int(t) for t in ids if t < self.timestamp_begin])
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One aligned token: frames [start, end) and its score (max per-frame probability)."""
+    token: int
+    start: int
+    end: int
+    score: float
+
+
+def ctc_greedy(log_probs: np.ndarray, blank: int) -> list[int]:
+    """The greedy CTC transcript of log_probs [T, C]: argmax per frame (first maximum), runs of
+    the same id merged, blanks dropped."""
+    best = np.asarray(log_probs).argmax(axis=-1)
+    return [int(t) for t, _ in groupby(best.tolist()) if t != blank]
+
+
+def viterbi(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> np.ndarray | None:
+    """The best CTC path of targets through log_probs [T, C] (float32, torchaudio's tie rules):
+    the label of every frame, or None when there is no path."""
+    lp = np.ascontiguousarray(log_probs, dtype=np.float32)
+    T, C = lp.shape
+    y = np.asarray(targets, dtype=np.int64)
+    L = y.size
+    if L == 0 or (y == blank).any() or (y < 0).any() or (y >= C).any():
+        return None
+    repeats = int((y[1:] == y[:-1]).sum())
+    if T < L + repeats:
+        return None
+    S = 2 * L + 1
+    labels = np.full(S, blank, np.int64)
+    labels[1::2] = y
+    # a token state may come from two states back (skipping the blank) unless it repeats the token before it
+    skip = np.zeros(S, bool)
+    skip[3::2] = y[1:] != y[:-1]
+    neg = np.float32(-np.inf)
+    alpha = np.full(S, neg, np.float32)
+    alpha[:2] = lp[0, labels[:2]]
+    if T - (L + repeats) == 0:
+        alpha[0] = neg  # a leading blank leaves no room for the tokens and their separators
+    back = np.zeros((T, S), np.int8)
+    for t in range(1, T):
+        stay = alpha
+        step = np.concatenate(([neg], alpha[:-1]))
+        jump = np.where(skip, np.concatenate(([neg, neg], alpha[:-2])), neg)
+        choice = np.where((jump > step) & (jump > stay), 2, np.where(step > stay, 1, 0)).astype(np.int8)
+        best = np.where(choice == 2, jump, np.where(choice == 1, step, stay))
+        alpha = (best + lp[t, labels]).astype(np.float32)
+        back[t] = choice
+    s = S - 1 if alpha[S - 1] > alpha[S - 2] else S - 2
+    path = np.empty(T, np.int64)
+    for t in range(T - 1, -1, -1):
+        path[t] = labels[s]
+        s -= back[t, s]
+    return path
+
+
+def align(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> list[TokenSpan]:
+    """Upstream's ``forced_align``: the tokens of the best path with their frames and scores
+    (rounded to 3 digits), or [] when no alignment can be made."""
+    lp = np.asarray(log_probs, dtype=np.float32)
+    path = viterbi(lp, targets, blank)
+    if path is None:
+        return []
+    prob = np.exp(lp[np.arange(lp.shape[0]), path])
+    spans = []
+    t = 0
+    for token, run in groupby(path.tolist()):
+        n = len(list(run))
+        if token != blank:
+            spans.append(TokenSpan(int(token), t, t + n, round(float(prob[t:t + n].max()), 3)))
+        t += n
+    return spans
+
+
+__all__ = ["FRAME_SECONDS", "CtcTokenizer", "TokenSpan", "align", "ctc_greedy", "special_tokens", "viterbi"]

@@ -1,0 +1,184 @@
+"""funasr_cpp.timestamps: the CTC alignment half of [4/8]. Oracle: upstream's own
+``forced_align`` (funasr/models/fun_asr_nano/tools/utils.py) with torchaudio's
+``functional.forced_align`` supplied by the reference Viterbi below (torchaudio cannot be
+installed beside torch 2.13 here), written independently of the code under test."""
+from __future__ import annotations
+
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from funasr_cpp.timestamps import align, ctc_greedy, viterbi
+
+BLANK = 9
+
+
+def reference_forced_align(log_probs, targets, blank=0):
+    """torchaudio.functional.forced_align for batch 1, by plain dynamic programming over
+    (frame, state) with explicit predecessor lists and torchaudio's documented tie rules."""
+    lp = log_probs[0].to(torch.float32)
+    y = [int(v) for v in targets[0]]
+    if blank in y:
+        raise ValueError("targets contain the blank")
+    if max(y) >= lp.shape[-1]:  # also raises for an empty target, as torch.max does
+        raise ValueError("target out of range")
+    T, L = lp.shape[0], len(y)
+    R = sum(1 for i in range(1, L) if y[i] == y[i - 1])
+    if T < L + R:
+        raise RuntimeError("targets length is too long for CTC")
+    states = []
+    for i in range(2 * L + 1):
+        states.append(blank if i % 2 == 0 else y[i // 2])
+    S = len(states)
+    score = [[-math.inf] * S for _ in range(T)]
+    came = [[0] * S for _ in range(T)]
+    score[0][0] = float(lp[0, blank]) if T > L + R else -math.inf
+    if S > 1:
+        score[0][1] = float(lp[0, states[1]])
+    for t in range(1, T):
+        for i in range(S):
+            options = [(score[t - 1][i], 0)]
+            options.append((score[t - 1][i - 1], 1) if i >= 1 else (-math.inf, 1))
+            ok = i % 2 == 1 and i >= 3 and y[i // 2] != y[i // 2 - 1]
+            options.append((score[t - 1][i - 2], 2) if ok else (-math.inf, 2))
+            (s0, _), (s1, _), (s2, _) = options
+            pick = 2 if (s2 > s1 and s2 > s0) else (1 if s1 > s0 else 0)
+            best = options[pick][0]
+            # float32 sums, as torchaudio's alphas are log_probs' dtype
+            score[t][i] = float(np.float32(best) + np.float32(lp[t, states[i]])) if best > -math.inf else -math.inf
+            came[t][i] = pick
+    i = S - 1 if score[T - 1][S - 1] > score[T - 1][S - 2] else S - 2
+    path = [0] * T
+    for t in range(T - 1, -1, -1):
+        path[t] = states[i]
+        i -= came[t][i]
+    path = torch.tensor([path])
+    return path, lp[torch.arange(T), path[0]].unsqueeze(0)
+
+
+@pytest.fixture()
+def upstream_forced_align(monkeypatch):
+    fake = types.ModuleType("torchaudio")
+    fake.functional = types.SimpleNamespace(forced_align=reference_forced_align)
+    monkeypatch.setitem(sys.modules, "torchaudio", fake)
+    from funasr.models.fun_asr_nano.tools.utils import forced_align
+    return forced_align
+
+
+def _log_probs(rng, T, C=BLANK + 1, sharp=3.0):
+    x = rng.standard_normal((T, C)).astype(np.float32) * sharp
+    return (x - np.log(np.exp(x).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+def _ours(lp, targets):
+    return [{"token": s.token, "start_time": s.start, "end_time": s.end, "score": s.score}
+            for s in align(lp, targets, BLANK)]
+
+
+def test_random_alignments_equal_upstream(upstream_forced_align):
+    rng = np.random.default_rng(0)
+    n_empty = 0
+    for k in range(300):
+        T = int(rng.integers(1, 40))
+        L = int(rng.integers(0, 12))
+        targets = [int(v) for v in rng.integers(0, BLANK, L)]
+        if k % 3 == 0 and L > 1:  # repeated tokens need a blank between them
+            targets[1] = targets[0]
+        lp = _log_probs(rng, T, sharp=float(rng.choice([0.0, 0.5, 3.0])))  # 0: every path ties
+        up = upstream_forced_align(torch.from_numpy(lp), torch.tensor(targets, dtype=torch.int64), BLANK)
+        ours = _ours(lp, targets)
+        n_empty += not up
+        assert [(d["token"], d["start_time"], d["end_time"]) for d in ours] == \
+            [(d["token"], d["start_time"], d["end_time"]) for d in up], (T, targets)
+        assert all(abs(a["score"] - b["score"]) <= 1e-3 for a, b in zip(ours, up))
+    assert 20 < n_empty < 200  # impossible alignments were exercised, and possible ones
+
+
+def test_constructed_paths():
+    eps = np.float32(-30.0)
+
+    def onehot(labels, C=BLANK + 1):
+        lp = np.full((len(labels), C), eps, np.float32)
+        lp[np.arange(len(labels)), labels] = 0.0
+        return lp
+
+    # a repeated token needs the blank between its two occurrences; a token over three frames
+    lp = onehot([1, 1, 1, BLANK, 1, 2])
+    assert [(s.token, s.start, s.end) for s in align(lp, [1, 1, 2], BLANK)] == [(1, 0, 3), (1, 4, 5), (2, 5, 6)]
+    assert all(s.score == 1.0 for s in align(lp, [1, 1, 2], BLANK))
+    # exactly as many frames as tokens + repeats: no room for leading or trailing blanks
+    lp = onehot([BLANK, 3, BLANK])
+    assert [(s.token, s.start, s.end) for s in align(lp, [3, 3], BLANK)] == [(3, 0, 1), (3, 2, 3)]
+    # more tokens than frames, a blank or an out-of-range id among them, no tokens: no alignment
+    assert align(onehot([1, 2]), [1, 2, 3], BLANK) == []
+    assert align(onehot([1, 1]), [1, 1], BLANK) == []  # 2 frames < 2 tokens + 1 repeat
+    assert align(onehot([1, 2, 3]), [1, BLANK], BLANK) == []
+    assert align(onehot([1, 2, 3]), [BLANK + 1], BLANK) == []
+    assert align(onehot([1, 2, 3]), [], BLANK) == []
+    assert viterbi(onehot([1]), [1], BLANK).tolist() == [1]
+
+
+def test_ctc_greedy():
+    lp = np.full((7, BLANK + 1), -5.0, np.float32)
+    for t, k in enumerate([BLANK, 4, 4, BLANK, 4, 2, 2]):
+        lp[t, k] = 0.0
+    assert ctc_greedy(lp, BLANK) == [4, 4, 2]
+    lp[:] = 0.0  # all tied: the first maximum, id 0, every frame
+    assert ctc_greedy(lp, BLANK) == [0]
+
+
+# ------------------------------------------------------------------------------------- tokenizer
+TEXTS = ["今天天气很好，我们去公园散步吧。", "The quick brown fox jumps over the lazy dog.", "",
+         "  spaces\tand\nnewlines  ", "数字 12345 and 3.14", "emoji 🙂 and ü ö ß", "<|nospeech|><|zh|> literal specials",
+         "mixed中文English混合", "'s 're 've 'll 'd"]
+
+
+@pytest.fixture(scope="module")
+def ctc_release(tmp_path_factory):
+    """A tiny release with the CTC branch, converted (the mmproj then holds the tokenizer's ranks)."""
+    from fixtures.checkpoint import write_checkpoint
+
+    from funasr_cpp.converters import convert
+    folder = tmp_path_factory.mktemp("ctc") / "nano"
+    write_checkpoint(folder, seed=1, ctc=True)
+    llm, mmproj = convert(folder, folder.parent / "gguf", llm_type="f16", mmproj_type="f16", progress=False)
+    return folder, mmproj
+
+
+@pytest.fixture(scope="module")
+def tokenizers(ctc_release):
+    from funasr.tokenizer.whisper_tokenizer import SenseVoiceTokenizer
+
+    from funasr_cpp.timestamps import CtcTokenizer
+    folder, mmproj = ctc_release
+    up = SenseVoiceTokenizer(vocab_path=str(folder / "multilingual.tiktoken"), is_multilingual=True,
+                             num_languages=8749)
+    return up, CtcTokenizer.from_file(folder / "multilingual.tiktoken"), CtcTokenizer.from_mmproj(mmproj)
+
+
+def test_ctc_tokenizer_equals_upstream(tokenizers):
+    up, from_file, from_mmproj = tokenizers
+    for ours in (from_file, from_mmproj):
+        assert ours.n_vocab == up.encoding.n_vocab and ours.timestamp_begin == up.timestamp_begin
+        for text in TEXTS:
+            ids = up.encode(text)
+            assert ours.encode(text) == ids, text
+            assert ours.decode(ids) == up.decode(ids) == text
+        # every special token by id, one id at a time (cut UTF-8 included), and timestamps dropped
+        ids = list(range(0, up.encoding.n_vocab, 7)) + list(range(up.timestamp_begin - 80, up.encoding.n_vocab))
+        assert [ours.decode([i]) for i in ids] == [up.decode([i]) for i in ids]
+        assert ours.decode(ids) == up.decode(ids)
+
+
+def test_ctc_tokenizer_errors(tmp_path, tiny_qwen3):
+    from funasr_cpp.timestamps import CtcTokenizer
+    with pytest.raises(ValueError, match="no CTC tokenizer"):
+        CtcTokenizer.from_mmproj(tiny_qwen3[0])
+    bad = tmp_path / "bad.tiktoken"
+    bad.write_text("YQ== 0\nYg== 2\n")
+    with pytest.raises(ValueError, match="ranks"):
+        CtcTokenizer.from_file(bad)
