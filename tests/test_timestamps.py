@@ -182,3 +182,34 @@ def test_ctc_tokenizer_errors(tmp_path, tiny_qwen3):
     bad.write_text("YQ== 0\nYg== 2\n")
     with pytest.raises(ValueError, match="ranks"):
         CtcTokenizer.from_file(bad)
+
+
+def test_words_from_spans_as_upstream_reports_them(tokenizers, upstream_forced_align):
+    from funasr_cpp.timestamps import words_from_spans
+    up, ours, _ = tokenizers
+    rng = np.random.default_rng(5)
+    ids = up.encode("今天天气 the quick fox")
+    lp = _log_probs(rng, 3 * len(ids) + 4, C=up.encoding.n_vocab, sharp=2.0)
+    blank = up.encoding.n_vocab - 1
+    expected = upstream_forced_align(torch.from_numpy(lp), torch.tensor(ids), blank)
+    for t in expected:  # what upstream's inference_llm then does to each timestamp
+        t["token"] = up.decode([t["token"]])
+        t["start_time"] = t["start_time"] * 6 * 10 / 1000
+        t["end_time"] = t["end_time"] * 6 * 10 / 1000
+    words = words_from_spans(align(lp, ids, blank), ours, offset=0.0)
+    assert len(expected) == len(ids)
+    assert [(w.text, w.start, w.end) for w in words] == [(t["token"], t["start_time"], t["end_time"]) for t in expected]
+    assert all(abs(w.probability - t["score"]) <= 1e-3 for w, t in zip(words, expected))
+    moved = words_from_spans(align(lp, ids, blank), ours, offset=30.0)
+    assert [w.start - 30.0 for w in moved] == pytest.approx([w.start for w in words])
+
+
+def test_merge_words():
+    from funasr_cpp.timestamps import Word, merge_words
+    pieces = [Word(0.0, 0.1, "今", 0.9), Word(0.1, 0.2, "天", 0.7), Word(0.2, 0.3, " qu", 0.5),
+              Word(0.3, 0.4, "ick", 0.7), Word(0.4, 0.5, " fox", 0.8), Word(0.5, 0.6, "好", 1.0), Word(0.6, 0.6, "", 0.1)]
+    merged = merge_words(pieces)
+    assert [(w.text, w.start, w.end) for w in merged] == [("今", 0.0, 0.1), ("天", 0.1, 0.2), (" quick", 0.2, 0.4),
+                                                         (" fox", 0.4, 0.5), ("好", 0.5, 0.6)]
+    assert merged[2].probability == pytest.approx(0.6)
+    assert merge_words([]) == []

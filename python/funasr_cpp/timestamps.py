@@ -176,4 +176,48 @@ def align(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> list[Tok
     return spans
 
 
-__all__ = ["FRAME_SECONDS", "CtcTokenizer", "TokenSpan", "align", "ctc_greedy", "special_tokens", "viterbi"]
+@dataclass
+class Word:
+    """A timed piece of text (faster-whisper's name): seconds from the start of the audio, and the
+    highest per-frame probability of its frames (the mean over the pieces of a merged word)."""
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+def words_from_spans(spans: Sequence[TokenSpan], tokenizer: CtcTokenizer, offset: float = 0.0) -> list[Word]:
+    """One Word per aligned CTC token, as upstream reports its timestamps (the token decoded alone,
+    frame x 6 x 10 / 1000 s), moved by ``offset`` seconds (the segment's start)."""
+    return [Word(offset + s.start * 6 * 10 / 1000, offset + s.end * 6 * 10 / 1000, tokenizer.decode([s.token]),
+                 s.score) for s in spans]
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return (0x3040 <= o <= 0x30FF or 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF
+            or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F)
+
+
+def merge_words(words: Sequence[Word]) -> list[Word]:
+    """Latin-script pieces joined into whitespace-delimited words for display: a piece that starts
+    with a space, or follows or is a CJK character, starts a new word; CJK characters stay one word
+    each. Times span the pieces, the probability is their mean; text keeps its leading space."""
+    out: list[Word] = []
+    n = 0
+    for w in words:
+        if not w.text:
+            continue
+        starts = (not out or w.text[0].isspace() or _is_cjk(w.text[0]) or _is_cjk(out[-1].text[-1]))
+        if starts:
+            out.append(Word(w.start, w.end, w.text, w.probability))
+            n = 1
+        else:
+            last = out[-1]
+            n += 1
+            out[-1] = Word(last.start, w.end, last.text + w.text, last.probability + (w.probability - last.probability) / n)
+    return out
+
+
+__all__ = ["FRAME_SECONDS", "CtcTokenizer", "TokenSpan", "Word", "align", "ctc_greedy", "merge_words",
+           "special_tokens", "viterbi", "words_from_spans"]
