@@ -33,6 +33,25 @@ def test_timestamps_srt_vtt():
         formats.render(r, "doc")
 
 
+def test_cues_cut_at_word_times():
+    from funasr_cpp.timestamps import Word
+    words = [Word(0.0, 0.5, " The", 0.9), Word(0.5, 1.0, " quick", 0.9), Word(1.0, 1.4, " brown", 0.9),
+             Word(1.4, 3.9, " fox", 0.9), Word(4.0, 4.2, "今", 0.9), Word(4.2, 4.4, "天", 0.9)]
+    r = Transcription("x", [Segment(0.0, 4.5, " The quick brown fox今天", [], words=words), Segment(5.0, 6.0, " b", [])],
+                      None, 6.0)
+    assert formats.cues(r) == [(0.0, 4.5, "The quick brown fox今天"), (5.0, 6.0, "b")]  # no limit: one per segment
+    assert formats.cues(r, max_chars=9) == [(0.0, 1.0, "The quick"), (1.0, 3.9, "brown fox"), (4.0, 4.4, "今天"),
+                                             (5.0, 6.0, "b")]
+    assert formats.cues(r, max_seconds=2.0) == [(0.0, 1.4, "The quick brown"), (1.4, 3.9, "fox"),
+                                                (4.0, 4.4, "今天"), (5.0, 6.0, "b")]
+    srt = formats.render(r, "srt", max_chars=9)
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,000\nThe quick\n\n2\n00:00:01,000 --> 00:00:03,900\n")
+    assert formats.render(r, "vtt", max_seconds=2.0).count("-->") == 4
+    # JSON carries the words
+    assert json.loads(formats.render(r, "json"))["segments"][0]["words"][1] == \
+        {"start": 0.5, "end": 1.0, "text": " quick", "probability": 0.9}
+
+
 def test_write_never_replaces_and_leaves_no_partial_file(tmp_path, monkeypatch):
     r = _result()
     dst = formats.write(r, tmp_path / "x.srt")

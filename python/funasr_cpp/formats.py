@@ -34,31 +34,57 @@ def to_json(result, source: Optional[str] = None) -> str:
     return json.dumps(d, ensure_ascii=False) + "\n"
 
 
-def to_srt(result) -> str:
-    blocks = []
-    for i, seg in enumerate((s for s in result.segments if s.text.strip()), 1):
-        blocks.append(f"{i}\n{timestamp(seg.start, ',')} --> {timestamp(seg.end, ',')}\n{seg.text.strip()}\n")
-    return "\n".join(blocks)
-
-
-def to_vtt(result) -> str:
-    blocks = ["WEBVTT\n"]
+def cues(result, max_chars: Optional[int] = None, max_seconds: Optional[float] = None) -> list[tuple]:
+    """(start, end, text) of the subtitle cues: one per segment, or, for a segment with word times
+    (``Segment.words``) and a limit, its words packed into cues of at most ``max_chars``
+    characters and ``max_seconds`` seconds (a single longer word gets a cue of its own)."""
+    out = []
     for seg in result.segments:
-        if seg.text.strip():
-            blocks.append(f"{timestamp(seg.start, '.')} --> {timestamp(seg.end, '.')}\n{seg.text.strip()}\n")
+        if not seg.text.strip():
+            continue
+        words = [w for w in getattr(seg, "words", None) or [] if w.text.strip()]
+        if not words or (max_chars is None and max_seconds is None):
+            out.append((seg.start, seg.end, seg.text.strip()))
+            continue
+        cur: list = []
+        for w in words:
+            text = "".join(x.text for x in cur + [w]).strip()
+            too_long = (max_chars is not None and len(text) > max_chars) or \
+                (max_seconds is not None and cur and w.end - cur[0].start > max_seconds)
+            if cur and too_long:
+                out.append((cur[0].start, cur[-1].end, "".join(x.text for x in cur).strip()))
+                cur = []
+            cur.append(w)
+        out.append((cur[0].start, cur[-1].end, "".join(x.text for x in cur).strip()))
+    return out
+
+
+def to_srt(result, max_chars: Optional[int] = None, max_seconds: Optional[float] = None) -> str:
+    blocks = []
+    for i, (a, b, text) in enumerate(cues(result, max_chars, max_seconds), 1):
+        blocks.append(f"{i}\n{timestamp(a, ',')} --> {timestamp(b, ',')}\n{text}\n")
     return "\n".join(blocks)
 
 
-def render(result, fmt: str, source: Optional[str] = None) -> str:
-    """``result`` in format ``fmt`` (one of :data:`FORMATS`); ``source`` names the input in JSON."""
+def to_vtt(result, max_chars: Optional[int] = None, max_seconds: Optional[float] = None) -> str:
+    blocks = ["WEBVTT\n"]
+    for a, b, text in cues(result, max_chars, max_seconds):
+        blocks.append(f"{timestamp(a, '.')} --> {timestamp(b, '.')}\n{text}\n")
+    return "\n".join(blocks)
+
+
+def render(result, fmt: str, source: Optional[str] = None, *, max_chars: Optional[int] = None,
+           max_seconds: Optional[float] = None) -> str:
+    """``result`` in format ``fmt`` (one of :data:`FORMATS`); ``source`` names the input in JSON;
+    ``max_chars`` / ``max_seconds`` cut SRT/WebVTT cues at word times (see :func:`cues`)."""
     if fmt == "txt":
         return to_txt(result)
     if fmt == "json":
         return to_json(result, source)
     if fmt == "srt":
-        return to_srt(result)
+        return to_srt(result, max_chars, max_seconds)
     if fmt == "vtt":
-        return to_vtt(result)
+        return to_vtt(result, max_chars, max_seconds)
     raise ValueError(f"unknown output format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
@@ -97,4 +123,4 @@ def write(result, path: Union[str, os.PathLike], fmt: Optional[str] = None, *, s
     return write_text(path, render(result, fmt, source), overwrite=overwrite)
 
 
-__all__ = ["FORMATS", "render", "timestamp", "to_json", "to_srt", "to_txt", "to_vtt", "write", "write_text"]
+__all__ = ["FORMATS", "cues", "render", "timestamp", "to_json", "to_srt", "to_txt", "to_vtt", "write", "write_text"]

@@ -21,9 +21,9 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
@@ -34,6 +34,7 @@ from .guard import cut_repetition
 from .hub import DEFAULT_MODEL, resolve_model
 from .options import Timings, TranscribeOptions
 from .prompt import build_prompt, postprocess
+from .timestamps import Word
 
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 400                 # 25 ms: one fbank frame; shorter audio gives no audio rows
@@ -50,6 +51,7 @@ class Segment:
     text: str
     tokens: list[int] = field(default_factory=list)
     repetition_cut: bool = False
+    words: list[Word] = field(default_factory=list)  # CTC word times ([4/8]; empty until wired in)
 
 
 @dataclass
@@ -315,4 +317,4 @@ def transcribe(audio: AudioInput, model: Union[Model, str, os.PathLike] = DEFAUL
     return m.transcribe(audio, opts, sample_rate=sample_rate, progress=progress, draft=draft)
 
 
-__all__ = ["Model", "Segment", "Transcription", "get_model", "transcribe"]
+__all__ = ["Model", "Segment", "Transcription", "Word", "get_model", "transcribe"]
