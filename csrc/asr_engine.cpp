@@ -38,8 +38,7 @@ struct batch_owner {
 Engine::Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx)
     : h_(h), cparams_(params), n_parallel_(n_parallel), auto_ctx_(auto_ctx), prefix_seq_(n_parallel),
       slots_(n_parallel) {
-    n_ctx_ = llama_n_ctx(h_.ctx());
-    n_batch_ = llama_n_batch(h_.ctx());
+    context_created();
     n_embd_ = llama_model_n_embd_inp(h_.model());
     // where the LLM's token embeddings are: the text after the audio is prefilled as embedding
     // rows in the same llama_decode as the audio (llama.cpp takes a batch of tokens or of rows)
@@ -58,7 +57,6 @@ Engine::Engine(funasr_py::llama_handles & h, const llama_context_params & params
     if (embd_offset_ < 0 || (embd_type_ != GGML_TYPE_F32 && !ggml_get_type_traits((ggml_type) embd_type_)->to_float)) {
         throw native_error(PyExc_ValueError, "the LLM " + h_.path() + " has no readable token_embd.weight");
     }
-    embd_path_ = h_.path();
 }
 
 void Engine::context_created() {
@@ -231,7 +229,6 @@ void Engine::grow_context() {
 }
 
 void Engine::admit() {
-    llama_memory_t mem = llama_get_memory(h_.ctx());
     for (;;) {
         const auto free_slot = std::find(slots_.begin(), slots_.end(), nullptr);
         if (free_slot == slots_.end()) return;
@@ -246,10 +243,7 @@ void Engine::admit() {
         try {
             funasr_py::log_capture cap;
             if (!job->chunks) tokenize_input(*job);
-            if (idle && auto_ctx_) {
-                grow_context();
-                mem = llama_get_memory(h_.ctx());
-            }
+            if (idle && auto_ctx_) grow_context();
             if (job->gen.n_prompt_tokens > (int64_t) n_ctx_) {
                 throw native_error(PyExc_ValueError, "the prompt (" + std::to_string(job->gen.n_prompt_tokens) +
                                    " tokens, " + std::to_string(job->gen.n_audio_tokens) +
@@ -336,10 +330,10 @@ const std::vector<float> & Engine::token_row(llama_token t) {
     auto it = rows_.find(t);
     if (it != rows_.end()) return it->second;
     std::vector<char> raw(embd_row_bytes_);
-    std::ifstream f(embd_path_, std::ios::binary);
+    std::ifstream f(h_.path(), std::ios::binary);
     f.seekg(embd_offset_ + (int64_t) t * (int64_t) embd_row_bytes_);
     f.read(raw.data(), (std::streamsize) raw.size());
-    if (!f) throw native_error(PyExc_RuntimeError, "cannot read the token embedding of id " + std::to_string(t) + " from " + embd_path_);
+    if (!f) throw native_error(PyExc_RuntimeError, "cannot read the token embedding of id " + std::to_string(t) + " from " + h_.path());
     std::vector<float> row(n_embd_);
     if (embd_type_ == GGML_TYPE_F32) {
         std::copy_n(reinterpret_cast<const float *>(raw.data()), n_embd_, row.data());

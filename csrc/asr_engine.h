@@ -124,7 +124,6 @@ private:
 
     // token embeddings (the LLM's token_embd rows, for the text after the audio)
     std::unordered_map<llama_token, std::vector<float>> rows_;
-    std::string embd_path_;
     int64_t embd_offset_ = -1;
     size_t embd_row_bytes_ = 0;
     int embd_type_ = -1;

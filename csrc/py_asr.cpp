@@ -23,10 +23,6 @@ using funasr_py::native_error;
 
 namespace {
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // The mmproj's output width (clip.audio.projection_dim), or -1 when it cannot be read.
 int64_t mmproj_projection_dim(const std::string & path) {
     gguf_init_params gp{};

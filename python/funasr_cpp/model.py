@@ -79,6 +79,15 @@ class _Pending:
     budget: int
 
 
+@dataclass
+class _Call:
+    """One input on its way through the engine."""
+    options: TranscribeOptions
+    total: float
+    wall0: float
+    pending: list = field(default_factory=list)
+
+
 class Model:
     """A loaded Fun-ASR-Nano model (LLM GGUF + mmproj GGUF). Reusable and thread-safe: calls from
     several threads are decoded together; ``close()`` or use as a context manager.
@@ -205,7 +214,7 @@ class Model:
             raise RuntimeError("the model is closed")
 
     def _start(self, audio: AudioInput, opts: TranscribeOptions, sample_rate: Optional[int],
-               draft: Optional[DraftSource]) -> "_Call":
+               draft: Optional[DraftSource]) -> _Call:
         """Read and split the audio and submit its segments."""
         wall0 = time.perf_counter()
         from .audio import load_audio, split_utterances
@@ -233,7 +242,7 @@ class Model:
             call.pending.append(_Pending(job, a, b, budget))
         return call
 
-    def _finish(self, call: "_Call", progress: Optional[ProgressCallback] = None) -> Transcription:
+    def _finish(self, call: _Call, progress: Optional[ProgressCallback] = None) -> Transcription:
         """Wait for the call's segments in order (the waiting thread decodes every job meanwhile)."""
         timings = Timings(load_ms=self.load_ms)
         segments: list[Segment] = []
@@ -269,15 +278,6 @@ class Model:
             if not return_exceptions:
                 raise
             return e
-
-
-@dataclass
-class _Call:
-    """One input on its way through the engine."""
-    options: TranscribeOptions
-    total: float
-    wall0: float
-    pending: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
