@@ -3,12 +3,11 @@
 // rows in place of the media marker, prefilled, then greedy decoding until an end of turn.
 #include "asr_engine.h"
 
+#include "funasr.h"  // funasr_mtmd_encode_audio
 #include "ggml.h"
-#include "gguf.h"
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 
 namespace funasr_engine {
 
@@ -35,27 +34,21 @@ struct batch_owner {
 
 }  // namespace
 
-Engine::Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx)
-    : h_(h), cparams_(params), n_parallel_(n_parallel), auto_ctx_(auto_ctx), prefix_seq_(n_parallel),
+Engine::Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx,
+               const CtcHead * ctc)
+    : h_(h), ctc_(ctc), cparams_(params), n_parallel_(n_parallel), auto_ctx_(auto_ctx), prefix_seq_(n_parallel),
       slots_(n_parallel) {
     context_created();
     n_embd_ = llama_model_n_embd_inp(h_.model());
-    // where the LLM's token embeddings are: the text after the audio is prefilled as embedding
-    // rows in the same llama_decode as the audio (llama.cpp takes a batch of tokens or of rows)
-    gguf_init_params gp{};
-    gp.no_alloc = true;
-    gguf_context * g = gguf_init_from_file(h_.path().c_str(), gp);
-    if (g) {
-        const int64_t id = gguf_find_tensor(g, "token_embd.weight");
-        if (id >= 0) {
-            embd_type_ = (int) gguf_get_tensor_type(g, id);
-            embd_offset_ = (int64_t) (gguf_get_data_offset(g) + gguf_get_tensor_offset(g, id));
-            embd_row_bytes_ = ggml_row_size((ggml_type) embd_type_, n_embd_);
-        }
-        gguf_free(g);
+    // the LLM's token embeddings: the text after the audio is prefilled as embedding rows in the
+    // same llama_decode as the audio (llama.cpp takes a batch of tokens or of rows)
+    try {
+        embd_ = std::make_unique<GgufRows>(h_.path(), "token_embd.weight");
+    } catch (const std::exception & e) {
+        throw native_error(PyExc_ValueError, "the LLM's token embeddings cannot be read: " + std::string(e.what()));
     }
-    if (embd_offset_ < 0 || (embd_type_ != GGML_TYPE_F32 && !ggml_get_type_traits((ggml_type) embd_type_)->to_float)) {
-        throw native_error(PyExc_ValueError, "the LLM " + h_.path() + " has no readable token_embd.weight");
+    if (embd_->width() != n_embd_) {
+        throw native_error(PyExc_ValueError, "the LLM " + h_.path() + ": token_embd.weight is not n_embd wide");
     }
 }
 
@@ -329,16 +322,11 @@ void Engine::prefill_prefix(const std::vector<llama_token> & prefix, Generation 
 const std::vector<float> & Engine::token_row(llama_token t) {
     auto it = rows_.find(t);
     if (it != rows_.end()) return it->second;
-    std::vector<char> raw(embd_row_bytes_);
-    std::ifstream f(h_.path(), std::ios::binary);
-    f.seekg(embd_offset_ + (int64_t) t * (int64_t) embd_row_bytes_);
-    f.read(raw.data(), (std::streamsize) raw.size());
-    if (!f) throw native_error(PyExc_RuntimeError, "cannot read the token embedding of id " + std::to_string(t) + " from " + h_.path());
     std::vector<float> row(n_embd_);
-    if (embd_type_ == GGML_TYPE_F32) {
-        std::copy_n(reinterpret_cast<const float *>(raw.data()), n_embd_, row.data());
-    } else {  // the dequantization llama.cpp's get_rows applies to token inputs
-        ggml_get_type_traits((ggml_type) embd_type_)->to_float(raw.data(), row.data(), n_embd_);
+    try {
+        embd_->read(t, row.data());
+    } catch (const std::exception & e) {
+        throw native_error(PyExc_RuntimeError, e.what());
     }
     return rows_.emplace(t, std::move(row)).first->second;
 }
@@ -363,13 +351,26 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
             }
         } else {
             const auto t0 = std::chrono::steady_clock::now();
-            const int32_t rc = mtmd_encode_chunk(mctx, c);
+            int32_t rc;
+            if (job.req.ctc || job.req.ctc_draft) {  // the CTC branch in the same encoder pass
+                std::vector<float> feats;
+                std::vector<int32_t> best;
+                rc = funasr_mtmd_encode_audio(mctx, c, &feats, &best);
+                if (rc == 0 && (int64_t) feats.size() != (int64_t) best.size() * ctc_->width()) {
+                    throw native_error(PyExc_RuntimeError, "the encoder gave no CTC outputs for this mmproj");
+                }
+                g.ctc_best.insert(g.ctc_best.end(), best.begin(), best.end());
+                if (job.req.ctc) g.ctc_feats.insert(g.ctc_feats.end(), feats.begin(), feats.end());
+            } else {
+                rc = mtmd_encode_chunk(mctx, c);
+            }
             g.encode_ms += ms_since(t0);
             if (rc != 0) throw native_error(PyExc_RuntimeError, "the audio encoder failed (code " + std::to_string(rc) + ")");
             const float * e = mtmd_get_output_embd(mctx);
             rows.insert(rows.end(), e, e + n * (size_t) n_embd_);
         }
     }
+    if (job.req.ctc_draft) ctc_draft(job);
     const auto t0 = std::chrono::steady_clock::now();
     const size_t n_rows = rows.size() / (size_t) n_embd_;
     llama_pos pos = job.n_past;
@@ -387,6 +388,13 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
     }
     g.prefill_ms += ms_since(t0);
     return pos;
+}
+
+// The CTC branch's greedy transcript, re-tokenized for the LLM, as the job's draft (none given).
+void Engine::ctc_draft(Job & job) {
+    if (!job.req.draft.empty() || job.req.draft_max <= 0) return;
+    const std::string text = ctc_->greedy_bytes(job.gen.ctc_best);
+    if (!text.empty()) job.req.draft = funasr_py::tokenize(h_.vocab(), text, /*add_special*/ false, /*parse_special*/ false);
 }
 
 // ----------------------------------------------------------------------------- decoding

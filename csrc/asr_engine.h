@@ -12,6 +12,8 @@
 
 #include "llama.h"
 #include "mtmd.h"
+#include "ctc_head.h"
+#include "gguf_rows.h"
 #include "py_native.h"
 
 #include <condition_variable>
@@ -41,6 +43,9 @@ struct Generation {
     double frontend_ms = 0, encode_ms = 0, prefill_ms = 0, decode_ms = 0;
     std::vector<float> logits;        // return_logits: [steps, n_vocab], what each choice was taken from
     int32_t n_vocab = 0;
+    // the CTC branch (Request::ctc / ctc_draft), frames of all the job's audio chunks in order
+    std::vector<int32_t> ctc_best;    // greedy CTC token per frame
+    std::vector<float> ctc_feats;     // Request::ctc: [frames, CtcHead::width()] for CtcHead::log_probs
 };
 
 struct Request {
@@ -51,6 +56,8 @@ struct Request {
     bool return_logits = false;
     std::vector<llama_token> draft;   // speculative decoding: the expected output (any quality)
     int draft_max = 8;                // draft tokens verified per step
+    bool ctc = false;                 // keep the CTC branch's outputs (Generation::ctc_*)
+    bool ctc_draft = false;           // no draft given: the CTC branch's greedy text is the draft
 };
 
 struct Job {
@@ -75,7 +82,9 @@ struct Job {
 class Engine {
 public:
     // h owns the model, context and mtmd context; params are the context's (n_ctx: initial size)
-    Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx);
+    // ctc: the mmproj's CTC head, null without one (then Request::ctc / ctc_draft are refused)
+    Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx,
+           const CtcHead * ctc);
 
     std::shared_ptr<Job> submit(Request req);      // thread-safe; never blocks on decoding
     void wait(const std::shared_ptr<Job> & job);   // without the GIL: drives until the job is done
@@ -107,7 +116,10 @@ private:
     void fail_all(PyObject * type, const std::string & msg);
     const std::vector<float> & token_row(llama_token t);
 
+    void ctc_draft(Job & job);
+
     funasr_py::llama_handles & h_;
+    const CtcHead * ctc_;
     llama_context_params cparams_;
     int n_parallel_;
     bool auto_ctx_;
@@ -123,10 +135,8 @@ private:
     bool dirty_ = false;                           // a step failed: clear the cache first
 
     // token embeddings (the LLM's token_embd rows, for the text after the audio)
+    std::unique_ptr<GgufRows> embd_;
     std::unordered_map<llama_token, std::vector<float>> rows_;
-    int64_t embd_offset_ = -1;
-    size_t embd_row_bytes_ = 0;
-    int embd_type_ = -1;
     int32_t n_embd_ = 0;
 };
 

@@ -10,6 +10,8 @@
 
 #ifndef FUNASR_CPP_MTMD_PATCH
 #error "llama.cpp tree is not patched for funasr-cpp: apply third_party/patches/*.patch"
+#elif FUNASR_CPP_MTMD_PATCH < 4
+#error "llama.cpp tree carries an older funasr-cpp patch: re-apply third_party/patches/*.patch"
 #endif
 
 extern "C" __attribute__((visibility("default"))) int funasr_mtmd_patch_level(void) {
@@ -184,6 +186,61 @@ void funasr_load_hparams(clip_hparams & hp, const gguf_context * ctx) {
                    (f.use_low_frame_rate ? "true" : "false") +
                    "; more would leave prompt placeholders without audio rows upstream");
     }
+
+    // CTC branch: only a "complete" one is loaded (the converter leaves the others out)
+    if (get_str(ctx, "funasr.ctc.status", "absent") == "complete") {
+        f.ctc_blocks     = get_u32(ctx, "funasr.ctc.block_count", 0, true);
+        f.ctc_heads      = get_u32(ctx, "funasr.ctc.head_count", def.ctc_heads);
+        f.ctc_eps        = get_f32(ctx, "funasr.ctc.layer_norm_epsilon", def.ctc_eps);
+        f.ctc_downsample = get_u32(ctx, "funasr.ctc.downsample_rate", def.ctc_downsample);
+        f.ctc_vocab      = get_u32(ctx, "funasr.ctc.vocab_size", 0, true);
+        f.ctc_blank      = get_u32(ctx, "funasr.ctc.blank_id", f.ctc_vocab - 1);
+        if (f.ctc_heads < 1 || f.ctc_downsample < 1) {
+            refuse("funasr.ctc.head_count/downsample_rate",
+                   std::to_string(f.ctc_heads) + "/" + std::to_string(f.ctc_downsample), "both >= 1");
+        }
+        if (f.ctc_blank < 0 || f.ctc_blank >= f.ctc_vocab) {
+            refuse("funasr.ctc.blank_id", std::to_string(f.ctc_blank),
+                   "an id below funasr.ctc.vocab_size = " + std::to_string(f.ctc_vocab));
+        }
+    }
+}
+
+// One funasr "Transformer" (funasr/models/llm_asr/adaptor.py): mlp.{1,2} and blocks J = 0.. under prefix.
+static void load_transformer(const std::function<ggml_tensor *(const std::string &, bool)> & get_tensor,
+                             const std::string & mlp, const char * blk_fmt, ggml_tensor * w[4],
+                             std::vector<clip_layer> & blocks) {
+    w[0] = get_tensor(mlp + ".1.weight", true);
+    w[1] = get_tensor(mlp + ".1.bias", true);
+    w[2] = get_tensor(mlp + ".2.weight", true);
+    w[3] = get_tensor(mlp + ".2.bias", true);
+    for (int il = 0;; ++il) {
+        auto name = [&](const char * part, const char * suffix) {  // clip's string_format keeps a trailing NUL
+            return string_format(blk_fmt, il, (std::string(part) + "." + suffix).c_str());
+        };
+        ggml_tensor * q_w = get_tensor(name("attn_q", "weight"), false);
+        if (!q_w) {
+            break;
+        }
+        clip_layer layer;
+        layer.q_w = q_w;
+        layer.q_b = get_tensor(name("attn_q", "bias"), true);
+        layer.k_w = get_tensor(name("attn_k", "weight"), true);
+        layer.k_b = get_tensor(name("attn_k", "bias"), true);
+        layer.v_w = get_tensor(name("attn_v", "weight"), true);
+        layer.v_b = get_tensor(name("attn_v", "bias"), true);
+        layer.o_w = get_tensor(name("attn_out", "weight"), true);
+        layer.o_b = get_tensor(name("attn_out", "bias"), true);
+        layer.ln_1_w = get_tensor(name("ln1", "weight"), true);
+        layer.ln_1_b = get_tensor(name("ln1", "bias"), true);
+        layer.ln_2_w = get_tensor(name("ln2", "weight"), true);
+        layer.ln_2_b = get_tensor(name("ln2", "bias"), true);
+        layer.ff_up_w = get_tensor(name("ffn_up", "weight"), true);
+        layer.ff_up_b = get_tensor(name("ffn_up", "bias"), true);
+        layer.ff_down_w = get_tensor(name("ffn_down", "weight"), true);
+        layer.ff_down_b = get_tensor(name("ffn_down", "bias"), true);
+        blocks.push_back(layer);
+    }
 }
 
 void funasr_load_tensors(clip_model & model,
@@ -200,34 +257,12 @@ void funasr_load_tensors(clip_model & model,
     }
     model.mm_norm_pre_w = get_tensor("mm.a.norm_pre.weight", true);  // tp_norm
     model.mm_norm_pre_b = get_tensor("mm.a.norm_pre.bias", true);
-    model.mm_1_w = get_tensor("mm.a.mlp.1.weight", true);
-    model.mm_1_b = get_tensor("mm.a.mlp.1.bias", true);
-    model.mm_2_w = get_tensor("mm.a.mlp.2.weight", true);
-    model.mm_2_b = get_tensor("mm.a.mlp.2.bias", true);
-    for (int il = 0;; ++il) {
-        ggml_tensor * q_w = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_Q, il, "weight"), false);
-        if (!q_w) {
-            break;
-        }
-        clip_layer layer;
-        layer.q_w = q_w;
-        layer.q_b = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_Q, il, "bias"), true);
-        layer.k_w = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_K, il, "weight"), true);
-        layer.k_b = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_K, il, "bias"), true);
-        layer.v_w = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_V, il, "weight"), true);
-        layer.v_b = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_V, il, "bias"), true);
-        layer.o_w = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_OUT, il, "weight"), true);
-        layer.o_b = get_tensor(string_format(TN_MM_A_LOCAL_ATTN_OUT, il, "bias"), true);
-        layer.ln_1_w = get_tensor(string_format(TN_MM_A_LOCAL_LN1, il, "weight"), true);
-        layer.ln_1_b = get_tensor(string_format(TN_MM_A_LOCAL_LN1, il, "bias"), true);
-        layer.ln_2_w = get_tensor(string_format(TN_MM_A_LOCAL_LN2, il, "weight"), true);
-        layer.ln_2_b = get_tensor(string_format(TN_MM_A_LOCAL_LN2, il, "bias"), true);
-        layer.ff_up_w = get_tensor(string_format(TN_MM_A_LOCAL_FFN_UP, il, "weight"), true);
-        layer.ff_up_b = get_tensor(string_format(TN_MM_A_LOCAL_FFN_UP, il, "bias"), true);
-        layer.ff_down_w = get_tensor(string_format(TN_MM_A_LOCAL_FFN_DOWN, il, "weight"), true);
-        layer.ff_down_b = get_tensor(string_format(TN_MM_A_LOCAL_FFN_DOWN, il, "bias"), true);
-        model.mm_a_local_layers.push_back(layer);
-    }
+    ggml_tensor * mlp[4];
+    load_transformer(get_tensor, "mm.a.mlp", "mm.a.local_blk.%d.%s", mlp, model.mm_a_local_layers);
+    model.mm_1_w = mlp[0];
+    model.mm_1_b = mlp[1];
+    model.mm_2_w = mlp[2];
+    model.mm_2_b = mlp[3];
     if ((int) model.mm_a_local_layers.size() != hp.funasr.adaptor_blocks) {
         throw std::runtime_error(string_format("funasr: mmproj has %d adaptor blocks (mm.a.local_blk.N.*), "
                                                "funasr.adaptor.block_count is %d",
@@ -238,6 +273,28 @@ void funasr_load_tensors(clip_model & model,
         throw std::runtime_error(string_format("funasr: mm.a.mlp.1.weight takes %lld inputs, expected n_embd %d x "
                                                "funasr.adaptor.downsample_rate %d", (long long) k_in, hp.n_embd,
                                                hp.funasr.downsample_rate));
+    }
+
+    if (hp.funasr.has_ctc()) {
+        auto & ctc = model.funasr_ctc;
+        load_transformer(get_tensor, "ctc.mlp", "ctc.blk.%d.%s", mlp, ctc.blocks);
+        ctc.mlp_1_w = mlp[0];
+        ctc.mlp_1_b = mlp[1];
+        ctc.mlp_2_w = mlp[2];
+        ctc.mlp_2_b = mlp[3];
+        ctc.out_w = get_tensor("ctc.out.weight", true);
+        ctc.out_b = get_tensor("ctc.out.bias", true);
+        const int64_t dim = ctc.mlp_2_w->ne[1];
+        if ((int) ctc.blocks.size() != hp.funasr.ctc_blocks || dim % hp.funasr.ctc_heads != 0 ||
+            ctc.mlp_1_w->ne[0] != (int64_t) hp.n_embd * hp.funasr.ctc_downsample || ctc.out_w->ne[0] != dim ||
+            ctc.out_w->ne[1] != hp.funasr.ctc_vocab) {
+            throw std::runtime_error(string_format(
+                "funasr: the CTC branch does not fit its keys: %d blocks (funasr.ctc.block_count %d), width %lld "
+                "(%d heads), input %lld (n_embd %d x downsample %d), ctc.out %lld x %lld (vocab_size %d)",
+                (int) ctc.blocks.size(), hp.funasr.ctc_blocks, (long long) dim, hp.funasr.ctc_heads,
+                (long long) ctc.mlp_1_w->ne[0], hp.n_embd, hp.funasr.ctc_downsample, (long long) ctc.out_w->ne[0],
+                (long long) ctc.out_w->ne[1], hp.funasr.ctc_vocab));
+        }
     }
 }
 

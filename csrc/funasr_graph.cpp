@@ -1,5 +1,6 @@
-// funasr projector graph: SenseVoice SAN-M encoder + Fun-ASR adaptor, following funasr 1.4.16
-// models/sense_voice/model.py (SenseVoiceEncoderSmall) and models/llm_asr/adaptor.py (Transformer).
+// funasr projector graph: SenseVoice SAN-M encoder + Fun-ASR adaptor (+ the optional CTC branch),
+// following funasr 1.4.16 models/sense_voice/model.py (SenseVoiceEncoderSmall), models/llm_asr/adaptor.py
+// (Transformer) and models/fun_asr_nano/model.py (FunASRNano.inference_llm, the CTC part).
 #include "funasr.h"
 
 #include <cmath>
@@ -26,6 +27,71 @@ static ggml_tensor * build_fsmn(ggml_context * ctx0, ggml_tensor * v, ggml_tenso
 static ggml_tensor * build_linear(ggml_context * ctx0, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
     x = ggml_mul_mat(ctx0, w, x);
     return b ? ggml_add(ctx0, x, b) : x;
+}
+
+// funasr's "Transformer" (llm_asr/adaptor.py), the adaptor and the CTC decoder: k consecutive
+// frames stacked into one row (zero-padded to a multiple of k), linear1 -> ReLU -> linear2, then
+// pre-LN transformer blocks (ReLU FFN). cur: [d_in, T] -> [d, (T - 1) / k + 1].
+ggml_tensor * clip_graph_funasr::build_transformer(ggml_tensor * cur, ggml_tensor * const mlp[4],
+                                                   const std::vector<clip_layer> & blocks, int k, int n_heads,
+                                                   float eps, int il0, const char * name) {
+    const int64_t n_frames = cur->ne[1];
+    const int64_t n_rows = (n_frames - 1) / k + 1;
+    if (k > 1) {
+        cur = ggml_pad(ctx0, cur, 0, (int) (n_rows * k - n_frames), 0, 0);
+        cur = ggml_reshape_2d(ctx0, cur, cur->ne[0] * k, n_rows);
+    }
+    cur = ggml_relu(ctx0, build_linear(ctx0, cur, mlp[0], mlp[1]));
+    cur = build_linear(ctx0, cur, mlp[2], mlp[3]);
+    const int64_t head_dim = cur->ne[0] / n_heads;
+    const float kq_scale = 1.0f / std::sqrt((float) head_dim);
+    for (size_t ib = 0; ib < blocks.size(); ++ib) {
+        const auto & blk = blocks[ib];
+        const int il = il0 + (int) ib;
+        ggml_tensor * h = build_norm(cur, blk.ln_1_w, blk.ln_1_b, NORM_TYPE_NORMAL, eps, il);
+        ggml_tensor * q = ggml_reshape_3d(ctx0, build_linear(ctx0, h, blk.q_w, blk.q_b), head_dim, n_heads, n_rows);
+        ggml_tensor * kk = ggml_reshape_3d(ctx0, build_linear(ctx0, h, blk.k_w, blk.k_b), head_dim, n_heads, n_rows);
+        ggml_tensor * v = ggml_reshape_3d(ctx0, build_linear(ctx0, h, blk.v_w, blk.v_b), head_dim, n_heads, n_rows);
+        cur = ggml_add(ctx0, cur, build_attn(blk.o_w, blk.o_b, q, kk, v, nullptr, kq_scale, il));
+        h = build_norm(cur, blk.ln_2_w, blk.ln_2_b, NORM_TYPE_NORMAL, eps, il);
+        h = ggml_relu(ctx0, build_linear(ctx0, h, blk.ff_up_w, blk.ff_up_b));
+        cur = ggml_add(ctx0, cur, build_linear(ctx0, h, blk.ff_down_w, blk.ff_down_b));
+        cb(cur, name, il);
+    }
+    return cur;
+}
+
+// The CTC branch of FunASRNano.inference_llm (fun_asr_nano/model.py): ctc_decoder on the encoder
+// output, ctc.ctc_lo, log_softmax. What leaves the graph is small: per frame the decoder output
+// and the log-softmax normalizer (any token's log-prob is then its logit minus it, see
+// csrc/ctc_head.cpp) and the greedy token; the [vocab, T] logits stay in the compute buffer.
+void clip_graph_funasr::build_ctc(ggml_tensor * enc_out) {
+    const auto & fp = hparams.funasr;
+    const auto & ctc = model.funasr_ctc;
+    ggml_tensor * mlp[4] = {ctc.mlp_1_w, ctc.mlp_1_b, ctc.mlp_2_w, ctc.mlp_2_b};
+    ggml_tensor * h = build_transformer(enc_out, mlp, ctc.blocks, fp.ctc_downsample, fp.ctc_heads, fp.ctc_eps,
+                                        n_layer + (int) model.mm_a_local_layers.size(), "ctc_decoder_out");
+    ggml_tensor * logits = build_linear(ctx0, h, ctc.out_w, ctc.out_b);  // [vocab, T]
+    cb(logits, "ctc_logits", -1);
+    const int64_t n_vocab = logits->ne[0];
+    const int64_t n_frames = logits->ne[1];
+
+    // log-sum-exp per frame, shifted by the frame's largest logit (picked at its first argmax:
+    // every logit viewed as a one-element row, one row gathered per frame)
+    ggml_tensor * best = ggml_argmax(ctx0, logits);  // [T] i32, torch.argmax's first maximum
+    ggml_tensor * cells = ggml_view_3d(ctx0, logits, 1, n_vocab, n_frames, logits->nb[0], logits->nb[1], 0);
+    ggml_tensor * top = ggml_get_rows(ctx0, cells, ggml_reshape_2d(ctx0, best, 1, n_frames));
+    top = ggml_reshape_2d(ctx0, top, 1, n_frames);
+    ggml_tensor * lse = ggml_log(ctx0, ggml_sum_rows(ctx0, ggml_exp(ctx0, ggml_sub(ctx0, logits, top))));
+    lse = ggml_add(ctx0, lse, top);  // [1, T]
+
+    ggml_tensor * feats = ggml_concat(ctx0, h, lse, 0);  // [width + 1, T]
+    ggml_set_name(feats, "out_feats");
+    ggml_set_output(feats);
+    ggml_set_name(best, "out_codes");
+    ggml_set_output(best);
+    ggml_build_forward_expand(gf, feats);
+    ggml_build_forward_expand(gf, best);
 }
 
 ggml_cgraph * clip_graph_funasr::build() {
@@ -86,33 +152,14 @@ ggml_cgraph * clip_graph_funasr::build() {
     cur = build_norm(cur, model.mm_norm_pre_w, model.mm_norm_pre_b, NORM_TYPE_NORMAL, eps, -1);  // tp_norm
     cb(cur, "enc_out", -1);
 
-    // adaptor: k consecutive frames stacked into one row (zero-padded to a multiple of k),
-    // linear1 -> ReLU -> linear2, then pre-LN transformer blocks (ReLU FFN)
-    const int64_t k = fp.downsample_rate;
-    const int64_t n_rows = (n_frames - 1) / k + 1;
-    if (k > 1) {
-        cur = ggml_pad(ctx0, cur, 0, (int) (n_rows * k - n_frames), 0, 0);
-        cur = ggml_reshape_2d(ctx0, cur, cur->ne[0] * k, n_rows);
+    if (want_ctc && fp.has_ctc()) {
+        build_ctc(cur);  // before the adaptor: the audio rows stay the graph's last node
     }
-    cur = ggml_relu(ctx0, build_linear(ctx0, cur, model.mm_1_w, model.mm_1_b));
-    cur = build_linear(ctx0, cur, model.mm_2_w, model.mm_2_b);
+
+    ggml_tensor * adaptor_mlp[4] = {model.mm_1_w, model.mm_1_b, model.mm_2_w, model.mm_2_b};
+    cur = build_transformer(cur, adaptor_mlp, model.mm_a_local_layers, fp.downsample_rate, fp.adaptor_heads,
+                            fp.adaptor_eps, n_layer, "adaptor_out");
     const int64_t d_llm = cur->ne[0];
-    const int64_t a_heads = fp.adaptor_heads;
-    const int64_t a_head_dim = d_llm / a_heads;
-    for (size_t ib = 0; ib < model.mm_a_local_layers.size(); ++ib) {
-        const auto & blk = model.mm_a_local_layers[ib];
-        const int il = (int) (n_layer + ib);
-        ggml_tensor * h = build_norm(cur, blk.ln_1_w, blk.ln_1_b, NORM_TYPE_NORMAL, fp.adaptor_eps, il);
-        ggml_tensor * q = ggml_reshape_3d(ctx0, build_linear(ctx0, h, blk.q_w, blk.q_b), a_head_dim, a_heads, n_rows);
-        ggml_tensor * k = ggml_reshape_3d(ctx0, build_linear(ctx0, h, blk.k_w, blk.k_b), a_head_dim, a_heads, n_rows);
-        ggml_tensor * v = ggml_reshape_3d(ctx0, build_linear(ctx0, h, blk.v_w, blk.v_b), a_head_dim, a_heads, n_rows);
-        cur = ggml_add(ctx0, cur, build_attn(blk.o_w, blk.o_b, q, k, v, nullptr,
-                                             1.0f / std::sqrt((float) a_head_dim), il));
-        h = build_norm(cur, blk.ln_2_w, blk.ln_2_b, NORM_TYPE_NORMAL, fp.adaptor_eps, il);
-        h = ggml_relu(ctx0, build_linear(ctx0, h, blk.ff_up_w, blk.ff_up_b));
-        cur = ggml_add(ctx0, cur, build_linear(ctx0, h, blk.ff_down_w, blk.ff_down_b));
-        cb(cur, "adaptor_out", il);
-    }
 
     // use_low_frame_rate: the LLM sees only the first ~T/8 rows (they attend over all rows)
     const int n_out = funasr_n_output_tokens(hparams, (int) n_sub);

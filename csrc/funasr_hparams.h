@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+struct ggml_tensor;
+struct clip_layer;  // complete before clip_model (which holds funasr_ctc_tensors) is defined
+
 struct funasr_hparams {
     // frontend (WavFrontend + Kaldi fbank); sample rate, mel bins and frame sizes live in the
     // generic clip_hparams fields (audio_sample_rate, n_mel_bins, audio_window_len, audio_hop_len)
@@ -37,7 +40,29 @@ struct funasr_hparams {
     int32_t downsample_rate    = 2;      // k encoder frames stacked into one adaptor row
     bool    use_low_frame_rate = false;  // true: the LLM sees the first ~T/8 rows, false: all rows
 
+    // CTC branch (optional: ctc_blocks < 0 when the mmproj has none): the adaptor's Transformer
+    // class again (ctc_decoder) on the encoder output, then ctc.ctc_lo and a log-softmax
+    int32_t ctc_blocks     = -1;
+    int32_t ctc_heads      = 8;
+    float   ctc_eps        = 1e-12f;
+    int32_t ctc_downsample = 1;
+    int32_t ctc_vocab      = 0;
+    int32_t ctc_blank      = 0;
+    bool has_ctc() const { return ctc_blocks >= 0; }
+
     // FSMN zero padding on each side of the time axis for a kernel of k taps
     int32_t fsmn_left(int32_t k) const { return (k - 1) / 2 + (sanm_shift > 0 ? sanm_shift : 0); }
     int32_t fsmn_right(int32_t k) const { return k - 1 - fsmn_left(k); }
+};
+
+// The CTC branch's tensors (ctc.mlp.{1,2}, ctc.blk.J.*, ctc.out), held by the patched clip_model
+// (clip_model::funasr_ctc); all null / empty when the mmproj has no CTC branch.
+struct funasr_ctc_tensors {
+    ggml_tensor * mlp_1_w = nullptr;
+    ggml_tensor * mlp_1_b = nullptr;
+    ggml_tensor * mlp_2_w = nullptr;
+    ggml_tensor * mlp_2_b = nullptr;
+    std::vector<clip_layer> blocks;
+    ggml_tensor * out_w = nullptr;
+    ggml_tensor * out_b = nullptr;
 };

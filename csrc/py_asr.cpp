@@ -98,6 +98,11 @@ public:
         mcp.n_threads = cparams.n_threads;
         mcp.flash_attn_type = cparams.flash_attn_type;
         h_.attach_mtmd(mmproj_path_, mcp);
+        try {
+            ctc_ = funasr_engine::CtcHead::load(mmproj_path_);
+        } catch (const std::exception & e) {
+            throw native_error(PyExc_ValueError, "cannot load the CTC head of mmproj " + mmproj_path_ + ": " + e.what());
+        }
         const bool auto_ctx = opts.n_ctx == 0;
         cparams.n_ctx = auto_ctx ? AUTO_CTX_STEP : (uint32_t) opts.n_ctx;
         // llama.cpp reserves logits for a whole ubatch (n_ubatch x n_vocab floats: 311 MB at 512);
@@ -108,13 +113,18 @@ public:
         cparams.n_seq_max = (uint32_t) n_parallel + 1;
         cparams.kv_unified = true;
         h_.create_context(cparams);
-        engine_ = std::make_unique<funasr_engine::Engine>(h_, cparams, n_parallel, auto_ctx);
+        engine_ = std::make_unique<funasr_engine::Engine>(h_, cparams, n_parallel, auto_ctx, ctc_.get());
         sample_rate_ = mtmd_get_audio_sample_rate(h_.mtmd());
     }
 
     std::unique_ptr<AsrJob> submit(const py::object & samples_obj, const std::string & prompt, int max_new_tokens,
-                                   bool return_logits, bool ignore_eos, const py::object & draft, int draft_max) {
+                                   bool return_logits, bool ignore_eos, const py::object & draft, int draft_max,
+                                   bool ctc, bool ctc_draft) {
         h_.check_open();
+        if ((ctc || ctc_draft) && !ctc_) {
+            throw native_error(PyExc_ValueError, "the mmproj " + mmproj_path_ + " has no CTC branch (funasr.ctc.status is "
+                               "not 'complete'): CTC outputs and CTC drafts need a checkpoint with ctc_decoder + ctc.ctc_lo");
+        }
         if (max_new_tokens < 0) {
             throw native_error(PyExc_ValueError, "max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
         }
@@ -131,13 +141,43 @@ public:
         r.ignore_eos = ignore_eos;
         if (!draft.is_none()) r.draft = funasr_py::token_ids(draft, h_.n_vocab());
         r.draft_max = draft_max;
+        r.ctc = ctc;
+        r.ctc_draft = ctc_draft;
         return std::make_unique<AsrJob>(engine_->submit(std::move(r)), engine_.get());
     }
 
     Generation generate(const py::object & samples, const std::string & prompt, int max_new_tokens,
-                        bool return_logits, bool ignore_eos, const py::object & draft, int draft_max) {
-        return submit(samples, prompt, max_new_tokens, return_logits, ignore_eos, draft, draft_max)->result();
+                        bool return_logits, bool ignore_eos, const py::object & draft, int draft_max, bool ctc,
+                        bool ctc_draft) {
+        return submit(samples, prompt, max_new_tokens, return_logits, ignore_eos, draft, draft_max, ctc, ctc_draft)
+            ->result();
     }
+
+    // log-probs [frames, len(ids)] of the CTC tokens ids in a job submitted with ctc=True
+    py::array_t<float> ctc_log_probs(const Generation & g, const py::object & ids_obj) {
+        if (!ctc_) throw native_error(PyExc_ValueError, "the mmproj " + mmproj_path_ + " has no CTC branch");
+        const int64_t n_frames = (int64_t) g.ctc_best.size();
+        if ((int64_t) g.ctc_feats.size() != n_frames * ctc_->width()) {
+            throw native_error(PyExc_ValueError, "this Generation has no CTC outputs: submit the job with ctc=True");
+        }
+        std::vector<int32_t> ids;
+        for (const py::handle & v : ids_obj) ids.push_back(v.cast<int32_t>());
+        py::array_t<float> out({(py::ssize_t) n_frames, (py::ssize_t) ids.size()});
+        float * dst = out.mutable_data();
+        try {
+            py::gil_scoped_release nogil;
+            ctc_->log_probs(g.ctc_feats.data(), n_frames, ids, dst);
+        } catch (const std::out_of_range & e) {
+            throw native_error(PyExc_ValueError, e.what());
+        } catch (const std::runtime_error & e) {
+            throw native_error(PyExc_RuntimeError, e.what());
+        }
+        return out;
+    }
+
+    bool has_ctc() const { return ctc_ != nullptr; }
+    py::object ctc_vocab_size() const { return ctc_ ? py::object(py::int_(ctc_->n_vocab())) : py::none(); }
+    py::object ctc_blank() const { return ctc_ ? py::object(py::int_(ctc_->blank())) : py::none(); }
 
     // The bytes of ids rendered like HF decode: skip_special drops CONTROL tokens (<|im_end|>, ...).
     py::bytes token_bytes(const py::object & ids_obj, bool skip_special) {
@@ -191,6 +231,7 @@ private:
 
     funasr_py::llama_handles h_;  // declared first: destroyed after the engine that uses it
     std::string mmproj_path_;
+    std::unique_ptr<funasr_engine::CtcHead> ctc_;  // before the engine, which uses it
     std::unique_ptr<funasr_engine::Engine> engine_;
     int sample_rate_ = 16000;
 };
@@ -213,6 +254,8 @@ void register_asr_bindings(py::module_ & m) {
         .def_readonly("prefill_ms", &Generation::prefill_ms)
         .def_readonly("decode_ms", &Generation::decode_ms,
                       "this job's share of the decode steps (each step's time / the sequences in it)")
+        .def_readonly("ctc_best", &Generation::ctc_best,
+                      "ctc / ctc_draft jobs: the greedy CTC token of each 60 ms frame (argmax of the CTC head); else []")
         .def_property_readonly("logits", &logits_array,
                                "return_logits: float32 [n_steps, n_vocab], the logits each choice was taken from\n"
                                "(incl. a final EOG step); else None");
@@ -245,18 +288,28 @@ void register_asr_bindings(py::module_ & m) {
              "ValueError when the mmproj's embedding width does not match the LLM's.")
         .def("submit", &AsrModel::submit, py::arg("samples"), py::arg("prompt"), py::kw_only(),
              py::arg("max_new_tokens") = 512, py::arg("return_logits") = false, py::arg("ignore_eos") = false,
-             py::arg("draft") = py::none(), py::arg("draft_max") = 8, py::keep_alive<0, 1>(),
+             py::arg("draft") = py::none(), py::arg("draft_max") = 8, py::arg("ctc") = false,
+             py::arg("ctc_draft") = false, py::keep_alive<0, 1>(),
              "Queue the transcription of samples (1-D float, 16 kHz mono) with prompt, the full ChatML text\n"
              "containing the media marker '<__media__>' once (see funasr_cpp.prompt.build_prompt); returns an\n"
              "AsrJob. Greedy decoding until an end-of-generation token or max_new_tokens (ignore_eos, for\n"
              "benchmarks: never stop early; EOG tokens are skipped). draft: token ids the answer is expected\n"
              "to be (e.g. another recognizer's text); up to draft_max of them are verified per step and the\n"
              "result is the same as without. The text before the audio is prefilled once and shared by the\n"
-             "jobs with the same instruction (Generation.n_cached_tokens).")
+             "jobs with the same instruction (Generation.n_cached_tokens). ctc: also run the mmproj's CTC branch\n"
+             "in the same encoder pass and keep its outputs (Generation.ctc_best, ctc_log_probs); ctc_draft: with\n"
+             "no draft given, the CTC branch's greedy transcript (re-tokenized for the LLM) is the draft.\n"
+             "Both need an mmproj with the CTC branch (has_ctc), else ValueError.")
         .def("generate", &AsrModel::generate, py::arg("samples"), py::arg("prompt"), py::kw_only(),
              py::arg("max_new_tokens") = 512, py::arg("return_logits") = false, py::arg("ignore_eos") = false,
-             py::arg("draft") = py::none(), py::arg("draft_max") = 8,
-             "submit(...).result(): transcribe and return the Generation.")
+             py::arg("draft") = py::none(), py::arg("draft_max") = 8, py::arg("ctc") = false,
+             py::arg("ctc_draft") = false, "submit(...).result(): transcribe and return the Generation.")
+        .def("ctc_log_probs", &AsrModel::ctc_log_probs, py::arg("generation"), py::arg("ids"),
+             "float32 [frames, len(ids)]: log_softmax of the CTC head at each frame of a ctc=True job, for the\n"
+             "CTC token ids (upstream's ctc_logits[:, ids]).")
+        .def_property_readonly("has_ctc", &AsrModel::has_ctc, "the mmproj has the CTC branch (timestamps, drafts)")
+        .def_property_readonly("ctc_vocab_size", &AsrModel::ctc_vocab_size)
+        .def_property_readonly("ctc_blank", &AsrModel::ctc_blank)
         .def("token_bytes", &AsrModel::token_bytes, py::arg("ids"), py::kw_only(), py::arg("skip_special") = true,
              "The concatenated bytes of ids (skip_special: control tokens such as <|im_end|> give nothing).")
         .def("detokenize", &AsrModel::detokenize, py::arg("ids"), py::kw_only(), py::arg("skip_special") = true,

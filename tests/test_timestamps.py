@@ -1,72 +1,25 @@
-"""funasr_cpp.timestamps: the CTC alignment half of [4/8]. Oracle: upstream's own
-``forced_align`` (funasr/models/fun_asr_nano/tools/utils.py) with torchaudio's
-``functional.forced_align`` supplied by the reference Viterbi below (torchaudio cannot be
-installed beside torch 2.13 here), written independently of the code under test."""
+"""funasr_cpp.timestamps: the tokenizer and the alignment. Oracle: upstream's own ``forced_align``
+(funasr/models/fun_asr_nano/tools/utils.py) with torchaudio's ``functional.forced_align``
+supplied by the reference Viterbi of fixtures/ctc_reference.py (torchaudio cannot be installed
+beside torch 2.13 here), written independently of the code under test."""
 from __future__ import annotations
 
-import math
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 
+from fixtures.ctc_reference import fake_torchaudio
 from funasr_cpp.timestamps import align, ctc_greedy, viterbi
 
 BLANK = 9
 
 
-def reference_forced_align(log_probs, targets, blank=0):
-    """torchaudio.functional.forced_align for batch 1, by plain dynamic programming over
-    (frame, state) with explicit predecessor lists and torchaudio's documented tie rules."""
-    lp = log_probs[0].to(torch.float32)
-    y = [int(v) for v in targets[0]]
-    if blank in y:
-        raise ValueError("targets contain the blank")
-    if max(y) >= lp.shape[-1]:  # also raises for an empty target, as torch.max does
-        raise ValueError("target out of range")
-    T, L = lp.shape[0], len(y)
-    R = sum(1 for i in range(1, L) if y[i] == y[i - 1])
-    if T < L + R:
-        raise RuntimeError("targets length is too long for CTC")
-    states = []
-    for i in range(2 * L + 1):
-        states.append(blank if i % 2 == 0 else y[i // 2])
-    S = len(states)
-    score = [[-math.inf] * S for _ in range(T)]
-    came = [[0] * S for _ in range(T)]
-    score[0][0] = float(lp[0, blank]) if T > L + R else -math.inf
-    if S > 1:
-        score[0][1] = float(lp[0, states[1]])
-    for t in range(1, T):
-        for i in range(S):
-            options = [(score[t - 1][i], 0)]
-            options.append((score[t - 1][i - 1], 1) if i >= 1 else (-math.inf, 1))
-            ok = i % 2 == 1 and i >= 3 and y[i // 2] != y[i // 2 - 1]
-            options.append((score[t - 1][i - 2], 2) if ok else (-math.inf, 2))
-            (s0, _), (s1, _), (s2, _) = options
-            pick = 2 if (s2 > s1 and s2 > s0) else (1 if s1 > s0 else 0)
-            best = options[pick][0]
-            # float32 sums, as torchaudio's alphas are log_probs' dtype
-            score[t][i] = float(np.float32(best) + np.float32(lp[t, states[i]])) if best > -math.inf else -math.inf
-            came[t][i] = pick
-    i = S - 1 if score[T - 1][S - 1] > score[T - 1][S - 2] else S - 2
-    path = [0] * T
-    for t in range(T - 1, -1, -1):
-        path[t] = states[i]
-        i -= came[t][i]
-    path = torch.tensor([path])
-    return path, lp[torch.arange(T), path[0]].unsqueeze(0)
-
-
 @pytest.fixture()
-def upstream_forced_align(monkeypatch):
-    fake = types.ModuleType("torchaudio")
-    fake.functional = types.SimpleNamespace(forced_align=reference_forced_align)
-    monkeypatch.setitem(sys.modules, "torchaudio", fake)
-    from funasr.models.fun_asr_nano.tools.utils import forced_align
-    return forced_align
+def upstream_forced_align():
+    with fake_torchaudio():
+        from funasr.models.fun_asr_nano.tools.utils import forced_align
+        yield forced_align
 
 
 def _log_probs(rng, T, C=BLANK + 1, sharp=3.0):

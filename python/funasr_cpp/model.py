@@ -34,7 +34,7 @@ from .guard import cut_repetition
 from .hub import DEFAULT_MODEL, resolve_model
 from .options import Timings, TranscribeOptions
 from .prompt import build_prompt, postprocess
-from .timestamps import Word
+from .timestamps import CtcTokenizer, Word, segment_ctc, words_from_spans
 
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 400                 # 25 ms: one fbank frame; shorter audio gives no audio rows
@@ -51,7 +51,7 @@ class Segment:
     text: str
     tokens: list[int] = field(default_factory=list)
     repetition_cut: bool = False
-    words: list[Word] = field(default_factory=list)  # CTC word times ([4/8]; empty until wired in)
+    words: list[Word] = field(default_factory=list)  # word_timestamps: one per CTC token (timestamps.Word)
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Transcription:
     language: Optional[str]       # the requested language (upstream name), None = automatic
     duration: float               # seconds of audio
     timings: Timings = field(default_factory=Timings)
+    ctc_text: Optional[str] = None  # the CTC head's greedy transcript, when it ran (timestamps, drafts)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +111,8 @@ class Model:
         self.load_ms = (time.perf_counter() - t0) * 1000.0
         self.llm_path = Path(llm_gguf)
         self.mmproj_path = Path(mmproj_gguf)
+        self._ctc_tok: Any = None   # CtcTokenizer, loaded on first use; False: the mmproj has none
+        self._ctc_lock = threading.Lock()
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -147,6 +150,31 @@ class Model:
     @property
     def n_parallel(self) -> int:
         return self._asr.n_parallel
+
+    @property
+    def has_ctc(self) -> bool:
+        """The checkpoint has the CTC head (word timestamps, CTC drafts): ModelScope's
+        Fun-ASR-Nano-2512 model.pt has it; the Hugging Face ``-hf`` copy and MLT do not."""
+        return self._asr.has_ctc
+
+    def _ctc_tokenizer(self) -> Optional[CtcTokenizer]:
+        with self._ctc_lock:
+            if self._ctc_tok is None:
+                try:
+                    self._ctc_tok = CtcTokenizer.from_mmproj(self.mmproj_path) if self.has_ctc else False
+                except ValueError:  # converted from a release without multilingual.tiktoken
+                    self._ctc_tok = False
+            return self._ctc_tok or None
+
+    def _check_word_timestamps(self) -> None:
+        if not self.has_ctc:
+            raise ValueError(f"word_timestamps=True needs the checkpoint's CTC head, and {self.mmproj_path} has none: "
+                             "the Hugging Face (-hf) and MLT releases ship without ctc_decoder / ctc.ctc_lo; "
+                             "convert ModelScope's Fun-ASR-Nano-2512 (model.pt with the CTC tensors) for word times. "
+                             "Segment start/end times work without it.")
+        if self._ctc_tokenizer() is None:
+            raise ValueError(f"word_timestamps=True needs the CTC tokenizer, and {self.mmproj_path} has none "
+                             "(funasr.ctc.tiktoken_ranks): convert a release that has multilingual.tiktoken")
 
     # -- inference -------------------------------------------------------------------------
     def transcribe(self, audio: AudioInput, options: Optional[TranscribeOptions] = None, *,
@@ -219,6 +247,9 @@ class Model:
         wall0 = time.perf_counter()
         from .audio import load_audio, split_utterances
 
+        if opts.word_timestamps:
+            self._check_word_timestamps()
+
         x = load_audio(audio, sample_rate=sample_rate)
         x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
         if x.size and not np.isfinite(x).all():
@@ -238,7 +269,8 @@ class Model:
             budget = opts.token_budget((b - a) / SAMPLE_RATE)
             ids = draft_tokens(self._asr, draft, k, a / SAMPLE_RATE, b / SAMPLE_RATE, x[a:b])
             job = self._asr.submit(x[a:b], prompt, max_new_tokens=budget, ignore_eos=opts.ignore_eos,
-                                   draft=ids, draft_max=opts.draft_max)
+                                   draft=ids, draft_max=opts.draft_max, ctc=opts.word_timestamps,
+                                   ctc_draft=opts.ctc_draft and self.has_ctc)
             call.pending.append(_Pending(job, a, b, budget))
         return call
 
@@ -246,6 +278,7 @@ class Model:
         """Wait for the call's segments in order (the waiting thread decodes every job meanwhile)."""
         timings = Timings(load_ms=self.load_ms)
         segments: list[Segment] = []
+        ctc_texts: list[str] = []
         done = -1.0
         try:
             for p in call.pending:
@@ -255,7 +288,10 @@ class Model:
                     tokens, cut = cut_repetition(tokens, p.budget)
                 text = postprocess(self._asr.detokenize(tokens))
                 timings.add(gen)
-                segments.append(Segment(p.start / SAMPLE_RATE, p.end / SAMPLE_RATE, text, tokens, cut))
+                seg = Segment(p.start / SAMPLE_RATE, p.end / SAMPLE_RATE, text, tokens, cut)
+                if gen.ctc_best:
+                    ctc_texts.append(self._segment_ctc(seg, gen, call.options, timings))
+                segments.append(seg)
                 if progress is not None:
                     done = p.end / SAMPLE_RATE
                     progress(done, call.total)
@@ -266,7 +302,19 @@ class Model:
             progress(call.total, call.total)
         timings.finish((time.perf_counter() - call.wall0) * 1000.0, call.total)
         return Transcription(_join_texts(s.text for s in segments), segments, call.options.language,
-                             call.total, timings)
+                             call.total, timings, _join_texts(ctc_texts) if ctc_texts else None)
+
+    def _segment_ctc(self, seg: Segment, gen: Any, opts: TranscribeOptions, timings: Timings) -> str:
+        """The segment's CTC text; with word_timestamps its words (upstream's ``timestamps``)."""
+        tok = self._ctc_tokenizer()
+        if tok is None:
+            return ""
+        t0 = time.perf_counter()
+        columns = (lambda ids: self._asr.ctc_log_probs(gen, ids)) if opts.word_timestamps else None
+        res = segment_ctc(seg.text, gen.ctc_best, columns, tok, self._asr.ctc_blank, self._asr.ctc_vocab_size)
+        seg.words = words_from_spans(res.spans, tok, offset=seg.start)
+        timings.timestamps_ms += (time.perf_counter() - t0) * 1000.0
+        return res.ctc_text
 
     def _result(self, call: Any, return_exceptions: bool) -> Any:
         """The call's Transcription, or its exception when return_exceptions."""

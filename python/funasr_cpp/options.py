@@ -39,6 +39,10 @@ class TranscribeOptions:
       whole token budget, end-of-turn tokens are skipped.
     - ``draft_max``: speculative decoding (with a draft source, see funasr_cpp.draft): draft tokens
       verified per decode step, 0 to 64 (0 = off).
+    - ``word_timestamps``: ``Segment.words`` from the checkpoint's CTC head, upstream's timestamps
+      (a model without the CTC head raises ValueError; see funasr_cpp.timestamps).
+    - ``ctc_draft``: on a checkpoint with the CTC head, its greedy transcript is each segment's
+      draft when no draft source gives one (the output is the same, decoding takes fewer steps).
     """
     language: Optional[str] = None
     itn: bool = True
@@ -50,6 +54,8 @@ class TranscribeOptions:
     repetition_guard: bool = True
     ignore_eos: bool = False
     draft_max: int = 8
+    word_timestamps: bool = False
+    ctc_draft: bool = True
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -74,7 +80,7 @@ class TranscribeOptions:
         if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not 0 <= d <= 64:
             raise ValueError(f"draft_max must be an int in [0, 64], got {d!r}")
         put("draft_max", int(d))
-        for name in ("itn", "repetition_guard", "ignore_eos"):
+        for name in ("itn", "repetition_guard", "ignore_eos", "word_timestamps", "ctc_draft"):
             put(name, bool(getattr(self, name)))
 
     def replace(self, **changes: Any) -> "TranscribeOptions":
@@ -120,6 +126,7 @@ class Timings:
     encode_ms: float = 0.0        # encoder + adaptor
     prefill_ms: float = 0.0       # prompt + audio rows through the LLM
     decode_ms: float = 0.0        # greedy decoding
+    timestamps_ms: float = 0.0    # CTC text + alignment on the host (the CTC head's graph is in encode_ms)
     total_ms: float = 0.0         # wall time of the whole call, audio decoding included
     n_prompt_tokens: int = 0
     n_cached_tokens: int = 0      # prompt tokens kept in the KV cache from the previous segment

@@ -1,4 +1,4 @@
-"""CTC timestamps as upstream computes them ([4/8], in progress: the tokenizer and the alignment).
+"""CTC timestamps as upstream computes them ([4/8]): the tokenizer, the alignment, the words.
 
 The CTC head's tokenizer is SenseVoice's (funasr/models/sense_voice/whisper_lib/tokenizer.py,
 ``get_encoding`` / ``Tokenizer``): tiktoken over the release's ``multilingual.tiktoken`` ranks
@@ -13,6 +13,10 @@ its first frame, its end frame and its score, the highest per-frame probability 
 An alignment that cannot be made (no tokens, more tokens + repeats than frames, a blank or an
 out-of-range id among them) gives no timestamps, as upstream's ``except Exception: pass`` does.
 
+The CTC head itself runs in the encoder's graph (csrc/funasr_graph.cpp, in the same pass); the
+engine hands back each frame's greedy token and, for any tokens asked for, their log-probabilities
+(``_core.AsrModel.ctc_log_probs``): :func:`segment_ctc` needs only the columns of the tokens it aligns.
+
 The Viterbi keeps torchaudio's tie rules, so equal scores pick the same path: the skip over a
 blank wins only when strictly better than both other predecessors, the previous state only when
 strictly better than staying, and the path ends in the final blank only when that is strictly
@@ -24,7 +28,7 @@ import base64
 import os
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -176,6 +180,44 @@ def align(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> list[Tok
     return spans
 
 
+@dataclass(frozen=True)
+class CtcResult:
+    """What upstream's ``inference_llm`` adds to a result from the CTC head (one segment):
+    ``ctc_text``, and in CTC frames ``ctc_spans`` (its ``ctc_timestamps``: the CTC text aligned)
+    and ``spans`` (its ``timestamps``: the LLM's text aligned)."""
+    ctc_text: str
+    ctc_spans: list[TokenSpan]
+    spans: list[TokenSpan]
+
+
+LogProbColumns = Callable[[list[int]], np.ndarray]  # ids -> float32 [frames, len(ids)]
+
+
+def align_columns(log_probs: LogProbColumns, targets: Sequence[int], blank: int, n_vocab: int) -> list[TokenSpan]:
+    """:func:`align` of targets given only a way to fetch columns of the log-prob matrix (the
+    targets' and the blank's, the only ones a CTC path visits); [] where upstream's gives []."""
+    y = [int(t) for t in targets]
+    if not y or any(t < 0 or t >= n_vocab or t == blank for t in y):
+        return []
+    cols = sorted(set(y) | {blank})
+    index = {t: i for i, t in enumerate(cols)}
+    spans = align(log_probs(cols), [index[t] for t in y], index[blank])
+    return [TokenSpan(cols[s.token], s.start, s.end, s.score) for s in spans]
+
+
+def segment_ctc(text: str, best: Sequence[int], log_probs: Optional[LogProbColumns], tokenizer: CtcTokenizer,
+                blank: int, n_vocab: int) -> CtcResult:
+    """Upstream's CTC results for one segment: the greedy text of the per-frame best tokens
+    (``<|nospeech|>`` removed), and, with ``log_probs``, the alignments of that text and of the
+    LLM's ``text`` (both re-encoded with the CTC tokenizer); without, no spans."""
+    ctc_text = tokenizer.decode([t for t, _ in groupby(int(b) for b in best) if t != blank])
+    ctc_text = ctc_text.replace("<|nospeech|>", "")
+    if log_probs is None:
+        return CtcResult(ctc_text, [], [])
+    return CtcResult(ctc_text, align_columns(log_probs, tokenizer.encode(ctc_text), blank, n_vocab),
+                     align_columns(log_probs, tokenizer.encode(text), blank, n_vocab))
+
+
 @dataclass
 class Word:
     """A timed piece of text (faster-whisper's name): seconds from the start of the audio, and the
@@ -219,5 +261,5 @@ def merge_words(words: Sequence[Word]) -> list[Word]:
     return out
 
 
-__all__ = ["FRAME_SECONDS", "CtcTokenizer", "TokenSpan", "Word", "align", "ctc_greedy", "merge_words",
-           "special_tokens", "viterbi", "words_from_spans"]
+__all__ = ["FRAME_SECONDS", "CtcResult", "CtcTokenizer", "TokenSpan", "Word", "align", "align_columns", "ctc_greedy",
+           "merge_words", "segment_ctc", "special_tokens", "viterbi", "words_from_spans"]
