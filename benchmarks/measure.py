@@ -273,8 +273,32 @@ def long_file(spec: dict) -> dict:
     return {"runs": runs, "duration_s": r.duration, "peak_rss_mb": peak_rss_mb()}
 
 
+def timestamps(spec: dict) -> dict:
+    """The CTC head's cost: the file with the CTC head off (ctc_draft=False), as the default has it
+    (the CTC draft: the head runs in the encoder pass, its greedy text is the draft) and with
+    word_timestamps=True (+ the alignment), alternating run by run on one loaded model."""
+    from funasr_cpp import Model
+
+    model = Model(spec["llm"], spec["mmproj"], n_threads=spec["threads"], n_parallel=spec["n_parallel"])
+    assert model.has_ctc, "the benchmark mmproj has no CTC head"
+    opts = dict(_FIXED, max_new_tokens=spec["tokens"])
+    configs = {"off": {"ctc_draft": False}, "draft": {}, "words": {"word_timestamps": True}}
+    for c in configs.values():  # warm-up, and the compute buffers grow to the CTC graph once
+        model.transcribe(spec["warmup"], **opts, **c)
+    runs = {k: [] for k in configs}
+    ref = None
+    for _ in range(spec["runs"]):
+        for k, c in configs.items():
+            r = model.transcribe(spec["audio"], **opts, **c)
+            ref = ref or r.text
+            assert r.text == ref
+            runs[k].append({**r.timings.to_dict(), "words": sum(len(s.words) for s in r.segments),
+                            "segments": len(r.segments)})
+    return {"runs": runs, "duration_s": r.duration, "peak_rss_mb": peak_rss_mb()}
+
+
 KINDS = {"roofline": roofline, "ours": ours, "torch": torch_, "batch": batch, "decode-batch": decode_batch,
-         "speculative": speculative, "long": long_file}
+         "speculative": speculative, "long": long_file, "timestamps": timestamps}
 
 if __name__ == "__main__":
     kind, spec = sys.argv[1], json.loads(sys.argv[2])

@@ -63,6 +63,7 @@ std::shared_ptr<Job> Engine::submit(Request req) {
     auto job = std::make_shared<Job>();
     job->req = std::move(req);
     job->draft_k = job->req.draft_max;
+    job->gen.ctc = job->req.ctc;
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(job);
     return job;

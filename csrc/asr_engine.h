@@ -46,6 +46,7 @@ struct Generation {
     // the CTC branch (Request::ctc / ctc_draft), frames of all the job's audio chunks in order
     std::vector<int32_t> ctc_best;    // greedy CTC token per frame
     std::vector<float> ctc_feats;     // Request::ctc: [frames, CtcHead::width()] for CtcHead::log_probs
+    bool ctc = false;                 // Request::ctc was set (ctc_feats is complete)
 };
 
 struct Request {

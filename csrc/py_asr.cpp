@@ -157,7 +157,7 @@ public:
     py::array_t<float> ctc_log_probs(const Generation & g, const py::object & ids_obj) {
         if (!ctc_) throw native_error(PyExc_ValueError, "the mmproj " + mmproj_path_ + " has no CTC branch");
         const int64_t n_frames = (int64_t) g.ctc_best.size();
-        if ((int64_t) g.ctc_feats.size() != n_frames * ctc_->width()) {
+        if (!g.ctc || (int64_t) g.ctc_feats.size() != n_frames * ctc_->width()) {
             throw native_error(PyExc_ValueError, "this Generation has no CTC outputs: submit the job with ctc=True");
         }
         std::vector<int32_t> ids;
@@ -179,12 +179,11 @@ public:
     py::object ctc_vocab_size() const { return ctc_ ? py::object(py::int_(ctc_->n_vocab())) : py::none(); }
     py::object ctc_blank() const { return ctc_ ? py::object(py::int_(ctc_->blank())) : py::none(); }
 
-    // The bytes of ids rendered like HF decode: skip_special drops CONTROL tokens (<|im_end|>, ...).
+    // The bytes of ids rendered like HF decode (funasr_py::token_bytes).
     py::bytes token_bytes(const py::object & ids_obj, bool skip_special) {
         h_.check_open();
         const std::vector<llama_token> ids = funasr_py::token_ids(ids_obj, h_.n_vocab());
-        // special=false: CONTROL tokens render as nothing; user-defined ones always render
-        return py::bytes(h_.locked([&] { return funasr_py::token_bytes(h_.vocab(), ids, !skip_special); }));
+        return py::bytes(h_.locked([&] { return funasr_py::token_bytes(h_.vocab(), h_.token_types(), ids, skip_special); }));
     }
 
     py::str detokenize(const py::object & ids, bool skip_special) {
@@ -311,7 +310,8 @@ void register_asr_bindings(py::module_ & m) {
         .def_property_readonly("ctc_vocab_size", &AsrModel::ctc_vocab_size)
         .def_property_readonly("ctc_blank", &AsrModel::ctc_blank)
         .def("token_bytes", &AsrModel::token_bytes, py::arg("ids"), py::kw_only(), py::arg("skip_special") = true,
-             "The concatenated bytes of ids (skip_special: control tokens such as <|im_end|> give nothing).")
+             "The concatenated bytes of ids (skip_special: HF's special tokens, typed CONTROL in the GGUF, such as\n"
+             "<|im_end|>, give nothing).")
         .def("detokenize", &AsrModel::detokenize, py::arg("ids"), py::kw_only(), py::arg("skip_special") = true,
              "ids -> text like HF batch_decode(skip_special_tokens=True); invalid UTF-8 becomes U+FFFD.")
         .def("tokenize", &AsrModel::tokenize, py::arg("text"), "Text -> ids (no BOS, special tokens parsed).")

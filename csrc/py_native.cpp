@@ -1,6 +1,8 @@
 // The helpers layer of the _core binding: see py_native.h.
 #include "py_native.h"
 
+#include "gguf.h"
+
 #include <pybind11/numpy.h>
 
 #include "common.h"
@@ -158,11 +160,38 @@ std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string &
     return common_tokenize(vocab, text, add_special, parse_special);
 }
 
-std::string token_bytes(const llama_vocab * vocab, const std::vector<llama_token> & ids, bool special) {
+std::string token_bytes(const llama_vocab * vocab, const std::vector<int32_t> & file_types,
+                        const std::vector<llama_token> & ids, bool skip_special) {
     std::string out;
-    for (llama_token t : ids) out += common_token_to_piece(vocab, t, special);
+    for (llama_token t : ids) {
+        if (skip_special && t >= 0 && (size_t) t < file_types.size()) {
+            if (file_types[t] != LLAMA_TOKEN_TYPE_CONTROL) out += common_token_to_piece(vocab, t, /*special*/ true);
+        } else {
+            out += common_token_to_piece(vocab, t, !skip_special);
+        }
+    }
     return out;
 }
+
+namespace {
+
+// tokenizer.ggml.token_type of a GGUF file ({} when it has none)
+std::vector<int32_t> file_token_types(const std::string & path) {
+    gguf_init_params gp{};
+    gp.no_alloc = true;
+    gguf_context * g = gguf_init_from_file(path.c_str(), gp);
+    if (!g) return {};
+    std::vector<int32_t> types;
+    const int64_t key = gguf_find_key(g, "tokenizer.ggml.token_type");
+    if (key >= 0 && gguf_get_kv_type(g, key) == GGUF_TYPE_ARRAY && gguf_get_arr_type(g, key) == GGUF_TYPE_INT32) {
+        const int32_t * data = (const int32_t *) gguf_get_arr_data(g, key);
+        types.assign(data, data + gguf_get_arr_n(g, key));
+    }
+    gguf_free(g);
+    return types;
+}
+
+}  // namespace
 
 // ----------------------------------------------------------------------------- the owner
 llama_handles::llama_handles(std::string kind, std::string path, int n_gpu_layers)
@@ -176,6 +205,8 @@ llama_handles::llama_handles(std::string kind, std::string path, int n_gpu_layer
     if (!model_) throw native_error(PyExc_ValueError, "cannot load GGUF model " + path_);
     vocab_ = llama_model_get_vocab(model_);
     n_vocab_ = llama_vocab_n_tokens(vocab_);
+    token_types_ = file_token_types(path_);
+    if ((int64_t) token_types_.size() != n_vocab_) token_types_.clear();
 }
 
 llama_context_params llama_handles::context_params(const context_options & o) {

@@ -59,8 +59,13 @@ py::str utf8_text(const std::string & bytes);        // invalid UTF-8 (a cut cha
 // ----------------------------------------------------------------------------- tokens
 std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special,
                                   bool parse_special);
-// the bytes of ids concatenated; special=false renders control tokens as nothing
-std::string token_bytes(const llama_vocab * vocab, const std::vector<llama_token> & ids, bool special);
+// The bytes of ids concatenated, like Hugging Face's decode: skip_special drops the tokens the
+// GGUF file types CONTROL (HF's special tokens) and renders every other one, user-defined tokens
+// included. llama.cpp's own attributes cannot say this: it re-types some non-special tokens as
+// CONTROL when it loads a vocabulary (Qwen's <|fim_prefix|> and friends), which HF renders.
+// file_types: tokenizer.ggml.token_type of the file (empty: llama.cpp's attributes are used).
+std::string token_bytes(const llama_vocab * vocab, const std::vector<int32_t> & file_types,
+                        const std::vector<llama_token> & ids, bool skip_special);
 
 // ----------------------------------------------------------------------------- the owner
 // How a context is made, as the Python constructors take it.
@@ -113,6 +118,7 @@ public:
     llama_context * ctx() const { return ctx_; }
     mtmd_context * mtmd() const { return mtmd_; }
     const llama_vocab * vocab() const { return vocab_; }
+    const std::vector<int32_t> & token_types() const { return token_types_; }  // as in the file
     int32_t n_vocab() const { return n_vocab_; }
     const std::string & path() const { return path_; }
     const std::string & kind() const { return kind_; }
@@ -126,6 +132,7 @@ private:
     llama_context * ctx_ = nullptr;
     mtmd_context * mtmd_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
+    std::vector<int32_t> token_types_;
     int32_t n_vocab_ = 0;
     std::mutex mu_;
     std::atomic<bool> closed_{false};

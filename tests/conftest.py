@@ -8,6 +8,9 @@ run. Tests only read them: a test that needs to change one works on its own copy
     soft_upstream  fixtures.upstream.Upstream on soft_release: the warmed-up oracle
     plain_release  the same release without soften_attention (the fixture's default, sharp attention)
     plain_gguf     its (llm, mmproj) f32 GGUF pair
+    ctc_release    a tiny release with the CTC branch (seed 1, sharp attention)
+    ctc_gguf       its (llm, mmproj) f32 GGUF pair (the mmproj has the CTC head and tokenizer)
+    ctc_upstream   fixtures.upstream.Upstream on ctc_release (results carry upstream's CTC fields)
     mmproj_192     the f32 mmproj of a seed-1 release whose LLM is 192 wide (does not fit the 128-wide LLMs)
     tiny_qwen3     (path, metadata) of fixtures.tiny_llm_gguf.write_tiny_qwen3() with its defaults
 
@@ -86,6 +89,28 @@ def plain_release(tmp_path_factory):
 @pytest.fixture(scope="session")
 def plain_gguf(plain_release):
     return _convert_f32(plain_release, plain_release.parent / "gguf")
+
+
+@pytest.fixture(scope="session")
+def ctc_release(tmp_path_factory):
+    """A tiny release with the CTC branch (ModelScope's layout: model.pt with ctc_decoder + ctc)."""
+    from fixtures.checkpoint import write_checkpoint
+
+    folder = tmp_path_factory.mktemp("ctc") / "nano"
+    write_checkpoint(folder, seed=1, ctc=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ctc_gguf(ctc_release):
+    return _convert_f32(ctc_release, ctc_release.parent / "gguf")
+
+
+@pytest.fixture(scope="session")
+def ctc_upstream(ctc_release, speech_wavs):
+    from fixtures.upstream import Upstream
+
+    return Upstream(ctc_release, warmup_wav=speech_wavs["speech-en"])
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def test_versions():
     v = funasr_cpp._core.version_info()
     assert v["funasr_cpp"] == funasr_cpp.__version__ != "0.0.0"
     assert v["ggml_commit"].startswith(PIN_COMMIT)
-    assert v["mtmd_patch_level"] == 3  # our csrc compiled into libmtmd saw the patched tree
+    assert v["mtmd_patch_level"] == 4  # our csrc compiled into libmtmd saw the patched tree
 
 
 def test_system_info_lists_the_cpu_backend():

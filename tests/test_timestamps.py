@@ -91,23 +91,11 @@ TEXTS = ["今天天气很好，我们去公园散步吧。", "The quick brown fo
 
 
 @pytest.fixture(scope="module")
-def ctc_release(tmp_path_factory):
-    """A tiny release with the CTC branch, converted (the mmproj then holds the tokenizer's ranks)."""
-    from fixtures.checkpoint import write_checkpoint
-
-    from funasr_cpp.converters import convert
-    folder = tmp_path_factory.mktemp("ctc") / "nano"
-    write_checkpoint(folder, seed=1, ctc=True)
-    llm, mmproj = convert(folder, folder.parent / "gguf", llm_type="f16", mmproj_type="f16", progress=False)
-    return folder, mmproj
-
-
-@pytest.fixture(scope="module")
-def tokenizers(ctc_release):
+def tokenizers(ctc_release, ctc_gguf):
     from funasr.tokenizer.whisper_tokenizer import SenseVoiceTokenizer
 
     from funasr_cpp.timestamps import CtcTokenizer
-    folder, mmproj = ctc_release
+    folder, mmproj = ctc_release, ctc_gguf[1]
     up = SenseVoiceTokenizer(vocab_path=str(folder / "multilingual.tiktoken"), is_multilingual=True,
                              num_languages=8749)
     return up, CtcTokenizer.from_file(folder / "multilingual.tiktoken"), CtcTokenizer.from_mmproj(mmproj)

@@ -263,7 +263,7 @@ class _LoopingAsr:
     def __init__(self, asr, prefix, loop, eog=False):
         self.asr, self.prefix, self.loop, self.eog = asr, prefix, loop, eog
         self.closed = False
-        self.n_parallel = asr.n_parallel
+        self.n_parallel, self.has_ctc = asr.n_parallel, asr.has_ctc
 
     def submit(self, samples, prompt, *, max_new_tokens, **kwargs):
         toks = (self.prefix + self.loop * 1000)[:max_new_tokens]

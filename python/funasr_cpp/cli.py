@@ -105,12 +105,23 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                                     max_segment_seconds=args.max_segment_seconds,
                                     repetition_guard=not args.no_repetition_guard,
                                     max_tokens_per_second=None if args.no_repetition_guard else
-                                    TranscribeOptions.max_tokens_per_second)
+                                    TranscribeOptions.max_tokens_per_second,
+                                    word_timestamps=args.word_timestamps, ctc_draft=not args.no_ctc_draft)
+        for name in ("max_cue_chars", "max_cue_seconds"):
+            value = getattr(args, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
         if args.llm:
             model = Model(args.llm, args.mmproj, **load)
         else:
             model = Model.from_pretrained(args.model or DEFAULT_MODEL, llm_type=args.llm_type,
                                           mmproj_type=args.mmproj_type, hub=args.hub, **load)
+        if args.word_timestamps:
+            try:
+                model.check_word_timestamps()  # before any file is read
+            except ValueError:
+                model.close()
+                raise
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -136,7 +147,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                 print(f"error: {path}: {str(result) or type(result).__name__}", file=sys.stderr)
                 failed += 1
                 continue
-            out = formats.render(result, args.format, source=path)
+            out = formats.render(result, args.format, source=path, max_chars=args.max_cue_chars,
+                                 max_seconds=args.max_cue_seconds)
             if dst is None:
                 sys.stdout.write(out)
                 sys.stdout.flush()
@@ -214,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "than --max-segment-seconds, at silences)")
     dec.add_argument("--max-segment-seconds", type=float, default=TranscribeOptions.max_segment_seconds,
                      metavar="S", help=f"longest segment in seconds (default {TranscribeOptions.max_segment_seconds:g})")
+    dec.add_argument("--no-ctc-draft", action="store_true",
+                     help="do not use the CTC head's transcript as the speculative-decoding draft (same output)")
+    ts = tr.add_argument_group("word timestamps (checkpoints with the CTC head)")
+    ts.add_argument("--word-timestamps", action="store_true",
+                    help="per-token times from the CTC head (JSON: segments[].words; SRT/VTT: see below)")
+    ts.add_argument("--max-cue-chars", type=int, default=None, metavar="N",
+                    help="SRT/VTT: cut cues at word times to at most N characters (with --word-timestamps)")
+    ts.add_argument("--max-cue-seconds", type=float, default=None, metavar="S",
+                    help="SRT/VTT: cut cues at word times to at most S seconds (with --word-timestamps)")
     out = tr.add_argument_group("output and runtime")
     out.add_argument("--format", "-f", choices=["txt", "json", "srt", "vtt"], default="txt",
                      help="output format (default txt)")

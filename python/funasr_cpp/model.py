@@ -9,8 +9,10 @@ The steps of one call: ``audio.load_audio`` (decode, downmix, resample to 16 kHz
 ``audio.split_utterances`` (segments of at most ``max_segment_seconds``, silence-aware by default)
 → every segment submitted to the native batched engine, ``_core.AsrModel.submit`` (fbank + LFR
 frontend, encoder + adaptor, prefill; up to ``n_parallel`` segments decoded together, greedy, the
-system turn and instruction prefilled once and shared) → ``guard.cut_repetition`` →
-``prompt.postprocess``. Segments of other calls, from other threads or from ``transcribe_batch``,
+system turn and instruction prefilled once and shared; on a checkpoint with the CTC head, the
+head in the same encoder pass, its greedy transcript the draft for speculative decoding) →
+``guard.cut_repetition`` → ``prompt.postprocess`` → with ``word_timestamps``, the text aligned
+to the CTC frames (``timestamps.segment_ctc``) as ``Segment.words``. Segments of other calls, from other threads or from ``transcribe_batch``,
 share the same batches.
 Options and their defaults: :class:`funasr_cpp.TranscribeOptions`; where models come from:
 :mod:`funasr_cpp.hub`; output formats: :mod:`funasr_cpp.formats`.
@@ -166,7 +168,8 @@ class Model:
                     self._ctc_tok = False
             return self._ctc_tok or None
 
-    def _check_word_timestamps(self) -> None:
+    def check_word_timestamps(self) -> None:
+        """ValueError saying why this model cannot give word timestamps (no CTC head or tokenizer)."""
         if not self.has_ctc:
             raise ValueError(f"word_timestamps=True needs the checkpoint's CTC head, and {self.mmproj_path} has none: "
                              "the Hugging Face (-hf) and MLT releases ship without ctc_decoder / ctc.ctc_lo; "
@@ -248,7 +251,7 @@ class Model:
         from .audio import load_audio, split_utterances
 
         if opts.word_timestamps:
-            self._check_word_timestamps()
+            self.check_word_timestamps()
 
         x = load_audio(audio, sample_rate=sample_rate)
         x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
