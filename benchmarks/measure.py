@@ -85,8 +85,7 @@ def ours(spec: dict) -> dict:
         loads.append(m.load_ms)
         m.close()
     model = Model(spec["llm"], spec["mmproj"], **kwargs)
-    opts = {"max_new_tokens": spec["tokens"], "max_tokens_per_second": None, "repetition_guard": False,
-            "ignore_eos": True}
+    opts = dict(_FIXED, max_new_tokens=spec["tokens"])  # like upstream's runs below: no CTC head
     model.transcribe(spec["audio"], **opts)  # warm-up
     runs = []
     for _ in range(spec["runs"]):
@@ -182,7 +181,9 @@ def torch_(spec: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- [3/8]
-_FIXED = {"max_tokens_per_second": None, "repetition_guard": False, "ignore_eos": True}
+# ctc_draft off: these measure the engine like for like with upstream, whose CTC head the torch
+# runs drop (timestamps() measures what the head costs)
+_FIXED = {"max_tokens_per_second": None, "repetition_guard": False, "ignore_eos": True, "ctc_draft": False}
 
 
 def _decode_wall(timings) -> float:
@@ -282,18 +283,23 @@ def timestamps(spec: dict) -> dict:
     model = Model(spec["llm"], spec["mmproj"], n_threads=spec["threads"], n_parallel=spec["n_parallel"])
     assert model.has_ctc, "the benchmark mmproj has no CTC head"
     opts = dict(_FIXED, max_new_tokens=spec["tokens"])
-    configs = {"off": {"ctc_draft": False}, "draft": {}, "words": {"word_timestamps": True}}
+    configs = {"off": {"ctc_draft": False}, "draft": {"ctc_draft": True},
+               "words": {"ctc_draft": True, "word_timestamps": True}}
     for c in configs.values():  # warm-up, and the compute buffers grow to the CTC graph once
-        model.transcribe(spec["warmup"], **opts, **c)
+        model.transcribe(spec["warmup"], **(opts | c))
     runs = {k: [] for k in configs}
     ref = None
     for _ in range(spec["runs"]):
         for k, c in configs.items():
-            r = model.transcribe(spec["audio"], **opts, **c)
-            ref = ref or r.text
-            assert r.text == ref
+            r = model.transcribe(spec["audio"], **(opts | c))
+            ref = ref or [s.tokens for s in r.segments]
+            # the same tokens as without drafts, up to float rounding: verifying k drafted rows in
+            # one decode sums in another order than one row per step, and real-shape random weights
+            # are chaotic (a 1e-6 change of the audio moves their logits by ~4), so on them segments
+            # may differ; on the tiny test weights they are identical (tests/test_ctc.py)
+            same = sum(s.tokens == t for s, t in zip(r.segments, ref))
             runs[k].append({**r.timings.to_dict(), "words": sum(len(s.words) for s in r.segments),
-                            "segments": len(r.segments)})
+                            "segments": len(r.segments), "same_segments": same})
     return {"runs": runs, "duration_s": r.duration, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -39,7 +39,7 @@ def render(res: dict) -> str:
              f"LLM {s['llm']}, mmproj {s['mmproj']}, {s['threads']} threads, {s['tokens']} tokens per segment "
              f"(end of turn ignored), n_parallel {s['n_parallel']}, medians of {s['runs']} alternating runs", "",
              "| audio | configuration | total ms | encode ms | host CTC ms | decode ms | draft accepted | "
-             "cost vs off |", "|---|---|---|---|---|---|---|---|"]
+             "segments as off | cost vs off |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in res["files"].items():
         off = med(r["runs"]["off"], "total_ms")
         for k, label in CONFIGS.items():
@@ -47,8 +47,9 @@ def render(res: dict) -> str:
             total = med(runs, "total_ms")
             acc = f"{sum(x['n_accepted_tokens'] for x in runs)}/{sum(x['n_draft_tokens'] for x in runs)}"
             cost = "" if k == "off" else f"{total - off:+.0f} ms ({(total - off) / total * 100:+.1f} % of end to end)"
+            same = f"{sum(x['same_segments'] for x in runs)}/{sum(x['segments'] for x in runs)}"
             lines.append(f"| {name} | {label} | {total:.0f} | {med(runs, 'encode_ms'):.0f} | "
-                         f"{med(runs, 'timestamps_ms'):.1f} | {med(runs, 'decode_ms'):.0f} | {acc} | {cost} |")
+                         f"{med(runs, 'timestamps_ms'):.1f} | {med(runs, 'decode_ms'):.0f} | {acc} | {same} | {cost} |")
     return "\n".join(lines) + "\n"
 
 

@@ -356,8 +356,8 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
             if (job.req.ctc || job.req.ctc_draft) {  // the CTC branch in the same encoder pass
                 std::vector<float> feats;
                 std::vector<int32_t> best;
-                rc = funasr_mtmd_encode_audio(mctx, c, &feats, &best);
-                if (rc == 0 && (int64_t) feats.size() != (int64_t) best.size() * ctc_->width()) {
+                rc = funasr_mtmd_encode_audio(mctx, c, job.req.ctc ? &feats : nullptr, &best);
+                if (rc == 0 && (best.empty() || (job.req.ctc && feats.size() != best.size() * (size_t) ctc_->width()))) {
                     throw native_error(PyExc_RuntimeError, "the encoder gave no CTC outputs for this mmproj");
                 }
                 g.ctc_best.insert(g.ctc_best.end(), best.begin(), best.end());

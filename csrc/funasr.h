@@ -90,24 +90,26 @@ int funasr_n_output_tokens(const clip_hparams & hparams, int nx);
 
 // ----------------------------------------------------------------------------- graph
 // The graph's output is the LLM's audio rows (the last node, as clip_encode expects). When the
-// caller asks for clip's optional outputs (params->out_feats) and the mmproj has the CTC branch,
-// the graph also gives, per CTC frame, "out_feats" = [ctc_decoder output (ctc width) | log-sum-exp
-// of ctc.out's logits] (ctc width + 1 floats) and "out_codes" = the first argmax of those logits.
+// caller asks for clip's optional outputs and the mmproj has the CTC branch, the graph also gives,
+// per CTC frame, "out_codes" = the first argmax of ctc.out's logits (params->out_codes) and
+// "out_feats" = [ctc_decoder output (ctc width) | log-sum-exp of the logits] (ctc width + 1
+// floats; params->out_feats too: the normalizer is a pass over all logits a draft does not need).
 struct clip_graph_funasr : clip_graph {
     clip_graph_funasr(clip_ctx * ctx, const clip_image_f32 & img, const clip_encode_params * params)
-        : clip_graph(ctx, img), want_ctc(params && params->out_feats && params->out_codes) {}
+        : clip_graph(ctx, img), want_ctc(params && params->out_codes), want_log_probs(want_ctc && params->out_feats) {}
     ggml_cgraph * build() override;
 
 private:
     ggml_tensor * build_transformer(ggml_tensor * cur, ggml_tensor * const mlp[4], const std::vector<clip_layer> & blocks,
                                     int k, int n_heads, float eps, int il0, const char * name);
     void build_ctc(ggml_tensor * enc_out);
-    bool want_ctc;
+    bool want_ctc, want_log_probs;
 };
 
 // ----------------------------------------------------------------------------- encode with CTC
-// mtmd_encode_chunk for an audio chunk that also asks for the CTC outputs above (ctc_feats and
-// ctc_best are replaced; empty without a CTC branch); the audio rows as mtmd_get_output_embd
-// gives them. 0 on success. Defined in the patched mtmd.cpp: it needs mtmd's internals.
+// mtmd_encode_chunk for an audio chunk that also asks for the CTC outputs above (ctc_best and,
+// unless null, ctc_feats are replaced; empty without a CTC branch); the audio rows as
+// mtmd_get_output_embd gives them. 0 on success. Defined in the patched mtmd.cpp: it needs
+// mtmd's internals.
 __attribute__((visibility("default"))) int32_t funasr_mtmd_encode_audio(
     mtmd_context * ctx, const mtmd_input_chunk * chunk, std::vector<float> * ctc_feats, std::vector<int32_t> * ctc_best);

@@ -76,9 +76,16 @@ void clip_graph_funasr::build_ctc(ggml_tensor * enc_out) {
     const int64_t n_vocab = logits->ne[0];
     const int64_t n_frames = logits->ne[1];
 
+    ggml_tensor * best = ggml_argmax(ctx0, logits);  // [T] i32, torch.argmax's first maximum
+    ggml_set_name(best, "out_codes");
+    ggml_set_output(best);
+    ggml_build_forward_expand(gf, best);
+    if (!want_log_probs) {
+        return;
+    }
+
     // log-sum-exp per frame, shifted by the frame's largest logit (picked at its first argmax:
     // every logit viewed as a one-element row, one row gathered per frame)
-    ggml_tensor * best = ggml_argmax(ctx0, logits);  // [T] i32, torch.argmax's first maximum
     ggml_tensor * cells = ggml_view_3d(ctx0, logits, 1, n_vocab, n_frames, logits->nb[0], logits->nb[1], 0);
     ggml_tensor * top = ggml_get_rows(ctx0, cells, ggml_reshape_2d(ctx0, best, 1, n_frames));
     top = ggml_reshape_2d(ctx0, top, 1, n_frames);
@@ -88,10 +95,7 @@ void clip_graph_funasr::build_ctc(ggml_tensor * enc_out) {
     ggml_tensor * feats = ggml_concat(ctx0, h, lse, 0);  // [width + 1, T]
     ggml_set_name(feats, "out_feats");
     ggml_set_output(feats);
-    ggml_set_name(best, "out_codes");
-    ggml_set_output(best);
     ggml_build_forward_expand(gf, feats);
-    ggml_build_forward_expand(gf, best);
 }
 
 ggml_cgraph * clip_graph_funasr::build() {

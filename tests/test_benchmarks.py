@@ -65,3 +65,21 @@ def test_throughput_tiny_smoke(tmp_path):
     md = (out / "throughput.md").read_text()
     assert "transcribe_batch" in md and "aggregate decode tok/s" in md
     assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timestamps_tiny_smoke(tmp_path):
+    """benchmarks/timestamps.py --tiny (the CTC head off / as draft / with word timestamps) runs end to end."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "timestamps.py"), "--tiny", "--work", str(tmp_path),
+                           "--out", str(out), "--runs", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "timestamps.json").read_text())
+    for r in res["files"].values():
+        off, words = r["runs"]["off"][0], r["runs"]["words"][0]
+        assert off["timestamps_ms"] == 0 and off["n_draft_tokens"] == 0
+        assert words["words"] > 0 and words["timestamps_ms"] > 0
+        assert words["same_segments"] == words["segments"]  # tiny weights: drafts change nothing
+    md = (out / "timestamps.md").read_text()
+    assert "word timestamps" in md
+    assert (out / "timestamps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,6 +51,18 @@ def test_random_alignments_equal_upstream(upstream_forced_align):
     assert 20 < n_empty < 200  # impossible alignments were exercised, and possible ones
 
 
+def test_long_alignment_equals_upstream(upstream_forced_align):
+    """Longer than the random ones: 300 frames, 100 tokens (201 states, past int8 state indices)."""
+    rng = np.random.default_rng(1)
+    targets = [int(v) for v in rng.integers(0, BLANK, 100)]
+    lp = _log_probs(rng, 300, sharp=2.0)
+    up = upstream_forced_align(torch.from_numpy(lp), torch.tensor(targets, dtype=torch.int64), BLANK)
+    ours = _ours(lp, targets)
+    assert len(up) == 100
+    assert [(d["token"], d["start_time"], d["end_time"]) for d in ours] == \
+        [(d["token"], d["start_time"], d["end_time"]) for d in up]
+
+
 def test_constructed_paths():
     eps = np.float32(-30.0)
 

@@ -158,7 +158,7 @@ def viterbi(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> np.nda
     path = np.empty(T, np.int64)
     for t in range(T - 1, -1, -1):
         path[t] = labels[s]
-        s -= back[t, s]
+        s -= int(back[t, s])  # a Python int: s passes int8 range
     return path
 
 
