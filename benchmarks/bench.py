@@ -78,6 +78,20 @@ def run_measure(kind: str, spec: dict, threads: int, timeout: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def engine_bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments throughput.py and timestamps.py share (work folder, output, tiny weights,
+    threads, runs, tokens, mmproj type)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/funasr-cpp-bench"))
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--mmproj", default=None, help="mmproj type (default: what from_pretrained picks on this CPU)")
+    return ap
+
+
 def find_llama_bench(arg) -> Path | None:
     if arg:
         return Path(arg)

@@ -11,7 +11,6 @@ run inside it. Writes --out/throughput.json, throughput.md and throughput.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 import report  # noqa: E402
 import workloads  # noqa: E402
-from bench import machine, run_measure  # noqa: E402
+from bench import engine_bench_parser, machine, run_measure  # noqa: E402
 from workloads import log  # noqa: E402
 
 LLM = "q8_0"
@@ -47,14 +46,7 @@ def cut_clips(work: Path, source: Path, n: int, seconds: float) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/funasr-cpp-bench"))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--mmproj", default=None, help="mmproj type (default: what from_pretrained picks on this CPU)")
+    ap = engine_bench_parser(__doc__)
     ap.add_argument("--only", nargs="+", default=None,
                     choices=["roofline", "batch", "decode-batch", "speculative", "long", "encoder"])
     args = ap.parse_args()

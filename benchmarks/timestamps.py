@@ -12,7 +12,6 @@ Random weights: the CTC draft's acceptance cannot be measured here (its text is 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import workloads  # noqa: E402
-from bench import machine, run_measure  # noqa: E402
+from bench import engine_bench_parser, machine, run_measure  # noqa: E402
 from workloads import log  # noqa: E402
 
 LLM = "q8_0"
@@ -59,8 +58,8 @@ def chart(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     files = list(res["files"])
-    fig, axes = plt.subplots(1, len(files), figsize=(5 * len(files), 3.6))
-    for ax, name in zip(axes if len(files) > 1 else [axes], files):
+    fig, axes = plt.subplots(1, len(files), figsize=(5 * len(files), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], files):
         runs = res["files"][name]["runs"]
         stages = ("frontend_ms", "encode_ms", "prefill_ms", "decode_ms", "timestamps_ms")
         bottom = [0.0] * len(CONFIGS)
@@ -70,20 +69,13 @@ def chart(res: dict, path: Path) -> None:
             bottom = [b + v for b, v in zip(bottom, vals)]
         ax.set_title(f"{name}: stage seconds (medians)")
         ax.tick_params(axis="x", labelsize=8)
-    axes[0].legend(fontsize=8) if len(files) > 1 else axes.legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/funasr-cpp-bench"))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--mmproj", default=None, help="mmproj type (default: what from_pretrained picks on this CPU)")
+    ap = engine_bench_parser(__doc__)
     args = ap.parse_args()
 
     from funasr_cpp.hub import default_mmproj_type

@@ -64,6 +64,8 @@ std::shared_ptr<Job> Engine::submit(Request req) {
     job->req = std::move(req);
     job->draft_k = job->req.draft_max;
     job->gen.ctc = job->req.ctc;
+    // the CTC head runs for a draft only where the draft will be used
+    if (!job->req.draft.empty() || job->req.draft_max <= 0) job->req.ctc_draft = false;
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(job);
     return job;
@@ -371,7 +373,7 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
             rows.insert(rows.end(), e, e + n * (size_t) n_embd_);
         }
     }
-    if (job.req.ctc_draft) ctc_draft(job);
+    if (job.req.ctc_draft) draft_from_ctc(job);
     const auto t0 = std::chrono::steady_clock::now();
     const size_t n_rows = rows.size() / (size_t) n_embd_;
     llama_pos pos = job.n_past;
@@ -392,8 +394,7 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
 }
 
 // The CTC branch's greedy transcript, re-tokenized for the LLM, as the job's draft (none given).
-void Engine::ctc_draft(Job & job) {
-    if (!job.req.draft.empty() || job.req.draft_max <= 0) return;
+void Engine::draft_from_ctc(Job & job) {
     const std::string text = ctc_->greedy_bytes(job.gen.ctc_best);
     if (!text.empty()) job.req.draft = funasr_py::tokenize(h_.vocab(), text, /*add_special*/ false, /*parse_special*/ false);
 }

@@ -58,7 +58,7 @@ struct Request {
     std::vector<llama_token> draft;   // speculative decoding: the expected output (any quality)
     int draft_max = 8;                // draft tokens verified per step
     bool ctc = false;                 // keep the CTC branch's outputs (Generation::ctc_*)
-    bool ctc_draft = false;           // no draft given: the CTC branch's greedy text is the draft
+    bool ctc_draft = false;           // no draft given (and draft_max > 0): the CTC branch's greedy text is the draft
 };
 
 struct Job {
@@ -117,7 +117,7 @@ private:
     void fail_all(PyObject * type, const std::string & msg);
     const std::vector<float> & token_row(llama_token t);
 
-    void ctc_draft(Job & job);
+    void draft_from_ctc(Job & job);
 
     funasr_py::llama_handles & h_;
     const CtcHead * ctc_;

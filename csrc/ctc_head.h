@@ -23,7 +23,7 @@ public:
     int32_t n_vocab() const { return n_vocab_; }
     int32_t blank() const { return blank_; }
     int64_t width() const { return width_; }  // floats per frame in the encoder's output: decoder width + 1
-    bool has_tokenizer() const { return !ranks_.empty(); }
+    const std::vector<std::string> & ranks() const { return ranks_; }  // tiktoken rank -> bytes; empty: none
 
     // The greedy CTC transcript as bytes: runs of one id merged, blanks dropped, every id that is
     // not a tiktoken rank (SenseVoice's special tokens) dropped. "" without the tokenizer ranks.

@@ -176,6 +176,11 @@ public:
     }
 
     bool has_ctc() const { return ctc_ != nullptr; }
+    py::list ctc_ranks() const {  // the CTC tokenizer's tiktoken ranks as bytes ([] without them)
+        py::list out;
+        if (ctc_) for (const std::string & r : ctc_->ranks()) out.append(py::bytes(r));
+        return out;
+    }
     py::object ctc_vocab_size() const { return ctc_ ? py::object(py::int_(ctc_->n_vocab())) : py::none(); }
     py::object ctc_blank() const { return ctc_ ? py::object(py::int_(ctc_->blank())) : py::none(); }
 
@@ -307,6 +312,8 @@ void register_asr_bindings(py::module_ & m) {
              "float32 [frames, len(ids)]: log_softmax of the CTC head at each frame of a ctc=True job, for the\n"
              "CTC token ids (upstream's ctc_logits[:, ids]).")
         .def_property_readonly("has_ctc", &AsrModel::has_ctc, "the mmproj has the CTC branch (timestamps, drafts)")
+        .def_property_readonly("ctc_ranks", &AsrModel::ctc_ranks,
+                               "the CTC tokenizer's tiktoken ranks (bytes per rank) from the mmproj; [] without them")
         .def_property_readonly("ctc_vocab_size", &AsrModel::ctc_vocab_size)
         .def_property_readonly("ctc_blank", &AsrModel::ctc_blank)
         .def("token_bytes", &AsrModel::token_bytes, py::arg("ids"), py::kw_only(), py::arg("skip_special") = true,

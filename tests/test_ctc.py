@@ -106,7 +106,7 @@ def test_log_probs_quantized_cosine(ctc_gguf, quantized_mmproj, ctc_upstream, cl
 
 
 # ------------------------------------------------------------------------------ upstream's results
-def _upstream_spans(items, tokenizer):
+def _upstream_spans(items):
     return [(t["token"], t["start_time"], t["end_time"], t["score"]) for t in items]
 
 
@@ -135,15 +135,15 @@ def test_ctc_results_equal_upstream(asr, model, tokenizer, ctc_upstream, clips, 
     res = segment_ctc(text, gen.ctc_best, lambda ids: asr.ctc_log_probs(gen, ids), tokenizer,
                       asr.ctc_blank, asr.ctc_vocab_size)
     assert res.ctc_text == up["ctc_text"]
-    _assert_same_spans(_ours_spans(res.ctc_spans, tokenizer), _upstream_spans(up["ctc_timestamps"], tokenizer))
-    _assert_same_spans(_ours_spans(res.spans, tokenizer), _upstream_spans(up["timestamps"], tokenizer))
+    _assert_same_spans(_ours_spans(res.ctc_spans, tokenizer), _upstream_spans(up["ctc_timestamps"]))
+    _assert_same_spans(_ours_spans(res.spans, tokenizer), _upstream_spans(up["timestamps"]))
 
     # and Model.transcribe's words and ctc_text
     out = model.transcribe(wav, word_timestamps=True, max_new_tokens=N_TOKENS, **OPTIONS[option])
     assert out.text == up["text"] and out.ctc_text == up["ctc_text"]
     (seg,) = out.segments
     _assert_same_spans([(w.text, w.start, w.end, w.probability) for w in seg.words],
-                       _upstream_spans(up["timestamps"], tokenizer))
+                       _upstream_spans(up["timestamps"]))
     assert out.timings.timestamps_ms > 0
 
 

@@ -10,7 +10,6 @@ import json
 import math
 import subprocess
 import sys
-from itertools import groupby
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from fixtures.checkpoint import (  # noqa: E402
     tensor_specs,
     write_checkpoint,
 )
+from fixtures.ctc_reference import fake_torchaudio  # noqa: E402
 from fixtures.tokenizer import QWEN3_ADDED_TOKENS, training_corpus  # noqa: E402
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
@@ -231,70 +231,6 @@ def test_config_yaml_structure(tiny_ckpt):
 
 # ----------------------------------------------------------------------------- (b) generate
 
-def _ctc_viterbi(log_probs, targets, blank):
-    """CTC forced alignment (best path), same contract as torchaudio's forced_align."""
-    lp = log_probs.double()
-    T = lp.shape[0]
-    ext = [blank]
-    for t in targets:
-        ext += [int(t), blank]
-    S = len(ext)
-    ext_t = torch.tensor(ext)
-    emit = lp[:, ext_t]                                  # [T, S]
-    skip_ok = torch.zeros(S, dtype=torch.bool)
-    for s in range(2, S):
-        skip_ok[s] = ext[s] != blank and ext[s] != ext[s - 2]
-    neg = torch.tensor(float("-inf"), dtype=torch.float64)
-    alpha = torch.full((S,), float("-inf"), dtype=torch.float64)
-    alpha[0] = emit[0, 0]
-    if S > 1:
-        alpha[1] = emit[0, 1]
-    back = torch.zeros((T, S), dtype=torch.long)
-    for t in range(1, T):
-        stay = alpha
-        step = torch.cat([neg.view(1), alpha[:-1]])
-        jump = torch.where(skip_ok, torch.cat([neg.view(1).expand(2), alpha[:-2]]), neg)
-        cand = torch.stack([stay, step, jump])           # [3, S]
-        best, arg = cand.max(0)
-        back[t] = arg
-        alpha = best + emit[t]
-    s = S - 1 if S == 1 or alpha[S - 1] >= alpha[S - 2] else S - 2
-    path = [0] * T
-    for t in range(T - 1, -1, -1):
-        path[t] = s
-        s -= int(back[t, s])
-    labels = torch.tensor([ext[p] for p in path])
-    scores = lp[torch.arange(T), labels].float()
-    return labels, scores
-
-
-def _forced_align_without_torchaudio(log_probs, targets, blank=0):
-    """Drop-in for funasr.models.fun_asr_nano.tools.utils.forced_align (batch 1)."""
-    items = []
-    try:
-        assert log_probs.shape[0] >= targets.shape[0]
-        alignments, scores = _ctc_viterbi(log_probs, targets.tolist(), blank)
-        scores = torch.exp(scores).tolist()
-        for token, group in groupby(enumerate(alignments), key=lambda item: item[1]):
-            if token == blank:
-                continue
-            group = list(group)
-            start = group[0][0]
-            end = start + len(group)
-            items.append({"token": token.item(), "start_time": start, "end_time": end,
-                          "score": round(max(scores[start:end]), 3)})
-    except Exception:
-        pass
-    return items
-
-
-def test_ctc_viterbi_aligns():
-    lp = torch.log_softmax(torch.randn(12, 5, generator=torch.Generator().manual_seed(3)), -1)
-    labels, _ = _ctc_viterbi(lp, [1, 2, 2], blank=4)
-    collapsed = [k.item() for k, _ in groupby(labels) if k.item() != 4]
-    assert collapsed == [1, 2, 2]
-
-
 def test_generate_returns_text_without_ctc(ckpt_factory, automodel_factory):
     m = automodel_factory(ckpt_factory(ctc=False))
     res = m.generate(input=[_waveform()], cache={}, batch_size=1, max_length=24,
@@ -307,8 +243,7 @@ def test_generate_returns_text_without_ctc(ckpt_factory, automodel_factory):
     assert len(set(r["text"].split())) > 2 or len(set(r["text"])) > 4
 
 
-def test_generate_with_ctc(ckpt_factory, automodel_factory, funasr_mod, monkeypatch):
-    _, nano = funasr_mod
+def test_generate_with_ctc(ckpt_factory, automodel_factory):
     m = automodel_factory(ckpt_factory())
     assert m.model.ctc_decoder is not None
     import importlib.util
@@ -320,9 +255,9 @@ def test_generate_with_ctc(ckpt_factory, automodel_factory, funasr_mod, monkeypa
         with pytest.raises(ImportError, match="torchaudio"):
             m.generate(input=[_waveform()], cache={}, batch_size=1, max_length=8,
                        disable_pbar=True)
-        monkeypatch.setattr(nano, "forced_align", _forced_align_without_torchaudio)
-    res = m.generate(input=[_waveform(3.0, seed=1)], cache={}, batch_size=1, max_length=16,
-                     disable_pbar=True, language="中文", itn=False, hotwords=["Qwen"])
+    with fake_torchaudio():  # upstream's forced_align on the reference Viterbi
+        res = m.generate(input=[_waveform(3.0, seed=1)], cache={}, batch_size=1, max_length=16,
+                         disable_pbar=True, language="中文", itn=False, hotwords=["Qwen"])
     r = res[0]
     assert {"text", "ctc_text", "ctc_timestamps", "timestamps"} <= set(r)
     assert isinstance(r["text"], str) and isinstance(r["ctc_text"], str)

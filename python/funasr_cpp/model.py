@@ -161,11 +161,9 @@ class Model:
 
     def _ctc_tokenizer(self) -> Optional[CtcTokenizer]:
         with self._ctc_lock:
-            if self._ctc_tok is None:
-                try:
-                    self._ctc_tok = CtcTokenizer.from_mmproj(self.mmproj_path) if self.has_ctc else False
-                except ValueError:  # converted from a release without multilingual.tiktoken
-                    self._ctc_tok = False
+            if self._ctc_tok is None:  # the ranks the native side read with the mmproj
+                ranks = self._asr.ctc_ranks  # [] when converted from a release without multilingual.tiktoken
+                self._ctc_tok = CtcTokenizer(ranks) if ranks else False
             return self._ctc_tok or None
 
     def check_word_timestamps(self) -> None:
