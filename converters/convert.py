@@ -15,6 +15,7 @@ from .llm_gguf import write_llm_gguf
 from .mmproj_gguf import write_mmproj_gguf
 from .release import ReleaseWarning, open_release
 from .torch_zip import CheckpointError
+from .vad_gguf import is_vad_release, write_vad_gguf
 
 LLM_TYPES = ("f32", "f16", "bf16", "q8_0")
 MMPROJ_TYPES = ("f32", "f16", "bf16", "q8_0")
@@ -54,8 +55,9 @@ def convert(model_dir: str | Path, outdir: str | Path, *, llm_type: str = "f16",
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("model_dir", help="released checkpoint folder (model.pt, config.yaml, Qwen3-0.6B/) "
-                                      "or a Transformers -hf folder (config.json, model.safetensors)")
+    ap.add_argument("model_dir", help="released checkpoint folder (model.pt, config.yaml, Qwen3-0.6B/), "
+                                      "a Transformers -hf folder (config.json, model.safetensors), or an FSMN-VAD "
+                                      "release (model.pt, config.yaml, am.mvn: one fsmn-vad-f32.gguf)")
     ap.add_argument("--outdir", "-o", required=True, help="where to write the two GGUF files")
     ap.add_argument("--llm-type", choices=LLM_TYPES, default="f16", help="LLM weight type (default f16)")
     ap.add_argument("--mmproj-type", choices=MMPROJ_TYPES, default="f16",
@@ -73,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {message}", file=sys.stderr)
 
     try:
+        if is_vad_release(Path(args.model_dir).expanduser()):  # an FSMN-VAD release: one GGUF
+            vad = write_vad_gguf(args.model_dir, args.outdir)
+            print(f"wrote {vad} ({vad.stat().st_size / 2**20:.1f} MiB)")
+            print(f"done in {time.time() - start:.1f} s", file=sys.stderr)
+            return 0
         with warnings.catch_warnings():
             warnings.simplefilter("always", ReleaseWarning)
             warnings.showwarning = show_warning

@@ -296,6 +296,9 @@ def _dims(cfg: dict, llm_cfg: dict, path: Path) -> tuple[Dims, AudioParams]:
     """Dimensions and audio settings; a missing key takes the default of upstream's code
     (SenseVoiceEncoderSmall, the llm_asr Transformer adaptor, WavFrontend, FunASRNano)."""
     where = path / "config.yaml"
+    if cfg.get("model") == "FsmnVADStreaming":
+        raise ReleaseError(f"{path} is an FSMN-VAD model, not a Fun-ASR-Nano ASR checkpoint: pass it as the VAD "
+                           "model (vad_model= / --vad-model)")
     if cfg.get("model") != "FunASRNano":
         raise ReleaseError(f"{where}: model is {cfg.get('model')!r}, expected 'FunASRNano' "
                            "(is this a Fun-ASR-Nano checkpoint?)")
