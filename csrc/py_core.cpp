@@ -213,6 +213,7 @@ void quantize(const py::object & src_obj, const py::object & dst_obj, const std:
 
 void register_llm_bindings(py::module_ & m);      // csrc/py_llm.cpp
 void register_asr_bindings(py::module_ & m);      // csrc/py_asr.cpp
+void register_vad(py::module_ & m);               // csrc/py_vad.cpp
 void register_testing_bindings(py::module_ & m);  // csrc/py_testing.cpp
 
 PYBIND11_MODULE(_core, m) {
@@ -242,6 +243,7 @@ PYBIND11_MODULE(_core, m) {
           "Quantize the GGUF LLM src into dst (type: one of QUANT_TYPES). dst is written via a temporary\n"
           "file in its directory and replaced only on success.");
     register_asr_bindings(m);
+    register_vad(m);
     py::module_ testing = m.def_submodule("testing", "single steps of the pipeline, for tests and benchmarks");
     register_testing_bindings(testing);
 }

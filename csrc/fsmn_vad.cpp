@@ -1,0 +1,592 @@
+// FSMN-VAD, following funasr 1.4.16: the FSMN network of funasr/models/fsmn_vad_streaming/encoder.py
+// as a ggml graph, and the offline path of model.py (FsmnVADStreaming.inference, forward,
+// DetectOneFrame, WindowDetector, GetFrameState) with the same arithmetic, so that the same
+// posteriors give the same segments.
+#include "fsmn_vad.h"
+
+#include "funasr.h"
+
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+#include "ggml.h"
+#include "gguf.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace funasr_vad {
+
+// ============================================================================= decision logic
+
+decider::decider(const options & o) : o_(o) {
+    win_size_          = (int) (o.window_size_ms / o.frame_in_ms);
+    sil2speech_frames_ = (int) (o.sil_to_speech_time_thres / o.frame_in_ms);
+    speech2sil_frames_ = (int) (o.speech_to_sil_time_thres / o.frame_in_ms);
+    win_.assign(std::max(win_size_, 1), 0);
+    // init_cache: Stats(max_end_sil_frame_cnt_thresh = max_end_silence_time - speech_to_sil_time_thres)
+    max_end_sil_        = o.max_end_silence_time - o.speech_to_sil_time_thres;
+    speech_noise_thres_ = o.speech_noise_thres;
+}
+
+// GetFrameState: speech when the speech probability beats the noise probability by
+// speech_noise_thres (and the SNR / level gates pass); otherwise silence, and the noise level is
+// tracked. Python's math on doubles, as upstream.
+bool decider::frame_is_speech(double sil, float db_f) {
+    const double db  = db_f;
+    const double snr = db - noise_db_;
+    if (db < o_.decibel_thres) {
+        return false;
+    }
+    double sum = sil;
+    const double noise_prob  = std::log(sum) * o_.speech_2_noise_ratio;
+    sum                      = 1.0 - sum;
+    const double speech_prob = std::log(sum);
+    if (std::exp(speech_prob) >= std::exp(noise_prob) + speech_noise_thres_) {
+        return snr >= o_.snr_thres && db >= o_.decibel_thres;
+    }
+    if (noise_db_ < -99.9) {
+        noise_db_ = db;
+    } else {
+        const int n = o_.noise_frame_num_used_for_snr;
+        noise_db_   = (db + noise_db_ * (n - 1)) / n;
+    }
+    return false;
+}
+
+// WindowDetector.DetectOneFrame: a sliding count of speech frames with hysteresis
+decider::change decider::window_detect(bool speech) {
+    const int cur = speech ? 1 : 0;
+    win_sum_ -= win_[win_pos_];
+    win_sum_ += cur;
+    win_[win_pos_] = cur;
+    win_pos_       = (win_pos_ + 1) % win_size_;
+    if (!win_speech_ && win_sum_ >= sil2speech_frames_) {
+        win_speech_ = true;
+        return change::sil2speech;
+    }
+    if (win_speech_ && win_sum_ <= speech2sil_frames_) {
+        win_speech_ = false;
+        return change::speech2sil;
+    }
+    return win_speech_ ? change::speech2speech : change::sil2sil;
+}
+
+int64_t decider::latency_frames() const {
+    return win_size_ + (o_.do_extend ? (int64_t) (o_.lookback_time_start_point / o_.frame_in_ms) : 0);
+}
+
+// PopDataBufTillFrame (the sample buffer always holds the frames it is asked for here)
+void decider::pop_till(int64_t frame) {
+    data_buf_start_ = std::max(data_buf_start_, frame);
+}
+
+// PopDataToOutputBuf without the samples: only the segment times matter
+void decider::pop_to_output(int64_t start, int64_t count, bool first_is_start, bool last_is_end) {
+    const int64_t fs = (int64_t) o_.frame_in_ms;
+    pop_till(start);
+    if (out_buf_.empty() || first_is_start) {
+        buffered b;
+        b.start_ms = b.end_ms = start * fs;
+        out_buf_.push_back(b);
+    }
+    buffered & cur = out_buf_.back();
+    data_buf_start_ += count;
+    cur.end_ms = (start + count) * fs;
+    if (first_is_start) cur.has_start = true;
+    if (last_is_end) cur.has_end = true;
+}
+
+void decider::on_silence(int64_t t) {
+    latest_silence_ = t;
+    if (state_ == state::start_not_detected) pop_till(t);
+}
+
+void decider::on_voice(int64_t t) {
+    latest_speech_ = t;
+    pop_to_output(t, 1, false, false);
+}
+
+void decider::on_voice_start(int64_t t, bool fake) {
+    if (confirmed_start_ == -1) confirmed_start_ = t;  // upstream prints "not reset vad properly" otherwise
+    if (!fake && state_ == state::start_not_detected) pop_to_output(confirmed_start_, 1, true, false);
+}
+
+void decider::on_voice_end(int64_t t, bool fake, bool /*last*/) {
+    for (int64_t u = latest_speech_ + 1; u < t; ++u) on_voice(u);
+    if (confirmed_end_ == -1) confirmed_end_ = t;
+    if (!fake) pop_to_output(confirmed_end_, 1, false, true);
+    ++n_end_detected_;
+}
+
+// ResetDetection (the dropping of cached samples and scores has no effect on the times)
+void decider::reset_detection() {
+    silence_run_     = 0;
+    latest_speech_   = 0;
+    latest_silence_  = -1;
+    confirmed_start_ = -1;
+    confirmed_end_   = -1;
+    state_           = state::start_not_detected;
+    win_pos_ = win_sum_ = 0;
+    std::fill(win_.begin(), win_.end(), 0);
+    win_speech_ = false;
+}
+
+// FsmnVADStreaming.DetectOneFrame
+void decider::detect_frame(bool speech, int64_t t, bool final_frame) {
+    speech                 = speech && std::fabs(1.0) > o_.fe_prior_thres;
+    const change ch        = window_detect(speech);
+    const double fs        = o_.frame_in_ms;
+    const double max_frames = o_.max_single_segment_time / fs;
+    auto end_here = [&](int64_t at) {
+        on_voice_end(at, false, false);
+        state_ = state::end_detected;
+    };
+    auto speech_frame = [&]() {  // a frame inside a segment: too long, going on, or the last one
+        if (t - confirmed_start_ + 1 > max_frames) {
+            end_here(t);
+        } else if (!final_frame) {
+            on_voice(t);
+        } else {
+            on_voice_end(t, false, true);
+            state_ = state::end_detected;
+        }
+    };
+
+    if (ch == change::sil2speech) {
+        silence_run_ = 0;
+        if (state_ == state::start_not_detected) {
+            const int64_t start = std::max(data_buf_start_, t - latency_frames());
+            on_voice_start(start, false);
+            state_ = state::in_speech;
+            for (int64_t u = start + 1; u <= t; ++u) on_voice(u);
+        } else if (state_ == state::in_speech) {
+            for (int64_t u = latest_speech_ + 1; u < t; ++u) on_voice(u);
+            speech_frame();
+        }
+    } else if (ch == change::speech2sil || ch == change::speech2speech) {
+        silence_run_ = 0;
+        if (state_ == state::in_speech) speech_frame();
+    } else if (ch == change::sil2sil) {
+        silence_run_ += 1;
+        if (state_ == state::start_not_detected) {
+            const bool start_timeout = o_.detect_mode == 0 && silence_run_ * fs > o_.max_start_silence_time;
+            if (start_timeout || (final_frame && n_end_detected_ == 0)) {
+                for (int64_t u = latest_silence_ + 1; u < t; ++u) on_silence(u);
+                on_voice_start(0, true);
+                on_voice_end(0, true, false);
+                state_ = state::end_detected;
+            } else if (t >= latency_frames()) {
+                on_silence(t - latency_frames());
+            }
+        } else if (state_ == state::in_speech) {
+            if (silence_run_ * fs >= max_end_sil_) {
+                int64_t lookback = (int64_t) (max_end_sil_ / fs);
+                if (o_.do_extend) {
+                    lookback -= (int64_t) (o_.lookahead_time_end_point / fs);
+                    lookback -= 1;
+                    lookback = std::max<int64_t>(0, lookback);
+                }
+                end_here(t - lookback);
+            } else if (t - confirmed_start_ + 1 > max_frames) {
+                end_here(t);
+            } else if (o_.do_extend && !final_frame) {
+                if (silence_run_ <= (int64_t) (o_.lookahead_time_end_point / fs)) on_voice(t);
+            } else if (final_frame) {
+                on_voice_end(t, false, true);
+                state_ = state::end_detected;
+            }
+        }
+    }
+    if (state_ == state::end_detected && o_.detect_mode == 1) reset_detection();
+}
+
+// forward(): DetectCommonFrames / DetectLastFrames over the chunk, then the finished segments
+void decider::run_chunk(const double * sil, const float * db, int64_t n, bool final, std::vector<segment> & out) {
+    if (n <= 0) return;  // forward returns [] for a chunk without frames
+    frm_cnt_ += n;
+    if (state_ != state::end_detected) {
+        for (int64_t i = 0; i < n; ++i) {
+            const bool speech = frame_is_speech(sil[i], db[i]);
+            detect_frame(speech, frm_cnt_ - n + i, final && i == n - 1);
+        }
+    }
+    for (size_t k = out_offset_; k < out_buf_.size(); ++k) {
+        const buffered & b = out_buf_[k];
+        if (!final && (!b.has_start || !b.has_end)) continue;
+        out.push_back({b.start_ms, b.end_ms});
+        ++out_offset_;
+    }
+}
+
+// ============================================================================= the model
+
+namespace {
+
+std::string kv_str(const gguf_context * g, const std::string & key, const std::string & path) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_STRING) throw std::runtime_error(path + ": missing string key " + key);
+    return gguf_get_val_str(g, id);
+}
+
+double kv_num(const gguf_context * g, const std::string & key, const std::string & path) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) throw std::runtime_error(path + ": missing key " + key + " (not an fsmn_vad GGUF of this version?)");
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_UINT32:  return gguf_get_val_u32(g, id);
+        case GGUF_TYPE_INT32:   return gguf_get_val_i32(g, id);
+        case GGUF_TYPE_FLOAT32: return gguf_get_val_f32(g, id);
+        case GGUF_TYPE_FLOAT64: return gguf_get_val_f64(g, id);
+        case GGUF_TYPE_BOOL:    return gguf_get_val_bool(g, id) ? 1.0 : 0.0;
+        default: throw std::runtime_error(path + ": key " + key + " is not a number");
+    }
+}
+
+std::vector<double> kv_array(const gguf_context * g, const std::string & key, const std::string & path, bool required) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) {
+        if (required) throw std::runtime_error(path + ": missing key " + key);
+        return {};
+    }
+    if (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY) throw std::runtime_error(path + ": key " + key + " is not an array");
+    const size_t n = gguf_get_arr_n(g, id);
+    const gguf_type t = gguf_get_arr_type(g, id);
+    const void * data = gguf_get_arr_data(g, id);
+    std::vector<double> out(n);
+    for (size_t i = 0; i < n; ++i) {
+        switch (t) {
+            case GGUF_TYPE_FLOAT32: out[i] = ((const float *) data)[i]; break;
+            case GGUF_TYPE_FLOAT64: out[i] = ((const double *) data)[i]; break;
+            case GGUF_TYPE_INT32:   out[i] = ((const int32_t *) data)[i]; break;
+            case GGUF_TYPE_INT64:   out[i] = (double) ((const int64_t *) data)[i]; break;
+            case GGUF_TYPE_UINT32:  out[i] = ((const uint32_t *) data)[i]; break;
+            default: throw std::runtime_error(path + ": key " + key + " has elements of an unexpected type");
+        }
+    }
+    return out;
+}
+
+int64_t fbank_frames(size_t n, int flen, int shift) {
+    return n >= (size_t) flen ? (int64_t) ((n - flen) / shift) + 1 : 0;
+}
+
+}  // namespace
+
+struct model::impl {
+    std::string path;
+    ggml_context * wctx = nullptr;  // weights, in host memory
+    gguf_context * gctx = nullptr;
+    ggml_backend_t backend = nullptr;
+    ggml_gallocr_t galloc = nullptr;
+    std::unique_ptr<funasr_frontend> frontend;
+    struct layer {
+        ggml_tensor *lin, *left, *right, *aff_w, *aff_b;
+    };
+    ggml_tensor *in1_w, *in1_b, *in2_w, *in2_b, *out1_w, *out1_b, *out2_w, *out2_b;
+    std::vector<layer> layers;
+
+    ~impl() {
+        if (galloc) ggml_gallocr_free(galloc);
+        if (backend) ggml_backend_free(backend);
+        if (gctx) gguf_free(gctx);
+        if (wctx) ggml_free(wctx);
+    }
+
+    ggml_tensor * weight(const std::string & name, int64_t ne0, int64_t ne1) const {
+        ggml_tensor * t = ggml_get_tensor(wctx, name.c_str());
+        if (!t) throw std::runtime_error(path + ": missing tensor " + name);
+        if (t->type != GGML_TYPE_F32 || t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1) {
+            throw std::runtime_error(path + ": tensor " + name + " is not f32 [" + std::to_string(ne0) + ", " +
+                                     std::to_string(ne1) + "]");
+        }
+        return t;
+    }
+};
+
+model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl>()) {
+    impl & m = *p_;
+    m.path = path;
+    gguf_init_params gp{};
+    gp.no_alloc = false;
+    gp.ctx      = &m.wctx;
+    m.gctx      = gguf_init_from_file(path.c_str(), gp);
+    if (!m.gctx) throw std::runtime_error("cannot read the GGUF file " + path);
+    const gguf_context * g = m.gctx;
+    const int64_t arch_id = gguf_find_key(g, "general.architecture");
+    const std::string arch = arch_id >= 0 && gguf_get_kv_type(g, arch_id) == GGUF_TYPE_STRING ? gguf_get_val_str(g, arch_id) : "";
+    if (arch != "fsmn_vad") {
+        std::string what = arch == "clip" ? "an mmproj (the ASR model's encoder)" : arch == "qwen3" ? "an LLM GGUF (the ASR model's)"
+                                                                                : "architecture '" + arch + "'";
+        throw std::runtime_error(path + " is not an FSMN-VAD GGUF: it is " + what +
+                                 "; convert an FSMN-VAD release with `funasr-cpp convert VAD_DIR -o OUT`");
+    }
+    model_info & I = info_;
+    auto u = [&](const char * k) { return (int) kv_num(g, std::string("fsmn_vad.") + k, path); };
+    I.sample_rate  = u("frontend.sample_rate");
+    I.window       = kv_str(g, "fsmn_vad.frontend.window", path);
+    I.n_mels       = u("frontend.n_mels");
+    I.frame_length = u("frontend.frame_length");
+    I.frame_shift  = u("frontend.frame_shift");
+    I.lfr_m        = u("frontend.lfr_m");
+    I.lfr_n        = u("frontend.lfr_n");
+    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_shift", path, false)) I.cmvn_shift.push_back((float) v);
+    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_scale", path, false)) I.cmvn_scale.push_back((float) v);
+    I.input_dim         = u("encoder.input_dim");
+    I.input_affine_dim  = u("encoder.input_affine_dim");
+    I.fsmn_layers       = u("encoder.fsmn_layers");
+    I.linear_dim        = u("encoder.linear_dim");
+    I.proj_dim          = u("encoder.proj_dim");
+    I.lorder            = u("encoder.lorder");
+    I.rorder            = u("encoder.rorder");
+    I.lstride           = u("encoder.lstride");
+    I.rstride           = u("encoder.rstride");
+    I.output_affine_dim = u("encoder.output_affine_dim");
+    I.output_dim        = u("encoder.output_dim");
+    I.use_softmax       = u("encoder.use_softmax") != 0;
+    if (I.sample_rate != 16000 || I.lfr_n != 1 || I.lfr_m % 2 == 0 || I.input_dim != I.n_mels * I.lfr_m ||
+        I.lorder < 2 || I.lstride < 1 || (I.rorder > 0 && I.rstride < 1) || I.fsmn_layers < 1) {
+        throw std::runtime_error(path + ": frontend/encoder values this runtime cannot run (see converters/vad_gguf.py)");
+    }
+
+    options & o = I.defaults;
+    auto d = [&](const char * k) { return kv_num(g, std::string("fsmn_vad.options.") + k, path); };
+    o.detect_mode                  = (int) d("detect_mode");
+    o.max_end_silence_time         = d("max_end_silence_time");
+    o.max_start_silence_time       = d("max_start_silence_time");
+    o.window_size_ms               = d("window_size_ms");
+    o.sil_to_speech_time_thres     = d("sil_to_speech_time_thres");
+    o.speech_to_sil_time_thres     = d("speech_to_sil_time_thres");
+    o.speech_2_noise_ratio         = d("speech_2_noise_ratio");
+    o.do_extend                    = d("do_extend") != 0;
+    o.lookback_time_start_point    = d("lookback_time_start_point");
+    o.lookahead_time_end_point     = d("lookahead_time_end_point");
+    o.max_single_segment_time      = d("max_single_segment_time");
+    o.snr_thres                    = d("snr_thres");
+    o.noise_frame_num_used_for_snr = (int) d("noise_frame_num_used_for_snr");
+    o.decibel_thres                = d("decibel_thres");
+    o.speech_noise_thres           = d("speech_noise_thres");
+    o.fe_prior_thres               = d("fe_prior_thres");
+    o.frame_in_ms                  = d("frame_in_ms");
+    o.sil_pdf_ids.clear();
+    for (double v : kv_array(g, "fsmn_vad.options.sil_pdf_ids", path, true)) o.sil_pdf_ids.push_back((int) v);
+    if (o.frame_in_ms * I.sample_rate / 1000 != I.frame_shift) {
+        throw std::runtime_error(path + ": options.frame_in_ms does not match the frontend's frame shift");
+    }
+    const std::string bad = check_options(o, I);
+    if (!bad.empty()) throw std::runtime_error(path + ": " + bad);
+
+    m.in1_w  = m.weight("in_linear1.weight", I.input_dim, I.input_affine_dim);
+    m.in1_b  = m.weight("in_linear1.bias", I.input_affine_dim, 1);
+    m.in2_w  = m.weight("in_linear2.weight", I.input_affine_dim, I.linear_dim);
+    m.in2_b  = m.weight("in_linear2.bias", I.linear_dim, 1);
+    m.out1_w = m.weight("out_linear1.weight", I.linear_dim, I.output_affine_dim);
+    m.out1_b = m.weight("out_linear1.bias", I.output_affine_dim, 1);
+    m.out2_w = m.weight("out_linear2.weight", I.output_affine_dim, I.output_dim);
+    m.out2_b = m.weight("out_linear2.bias", I.output_dim, 1);
+    for (int l = 0; l < I.fsmn_layers; ++l) {
+        const std::string p = "fsmn." + std::to_string(l) + ".";
+        impl::layer L{};
+        L.lin   = m.weight(p + "linear.weight", I.linear_dim, I.proj_dim);
+        L.left  = m.weight(p + "conv_left.weight", I.proj_dim, I.lorder);
+        L.right = I.rorder > 0 ? m.weight(p + "conv_right.weight", I.proj_dim, I.rorder) : nullptr;
+        L.aff_w = m.weight(p + "affine.weight", I.proj_dim, I.linear_dim);
+        L.aff_b = m.weight(p + "affine.bias", I.linear_dim, 1);
+        m.layers.push_back(L);
+    }
+
+    funasr_frontend_params fp;
+    fp.window       = I.window;
+    fp.sample_rate  = I.sample_rate;
+    fp.n_mels       = I.n_mels;
+    fp.frame_length = I.frame_length;
+    fp.frame_shift  = I.frame_shift;
+    fp.lfr_m        = I.lfr_m;
+    fp.lfr_n        = I.lfr_n;
+    fp.cmvn_shift   = I.cmvn_shift;
+    fp.cmvn_scale   = I.cmvn_scale;
+    try {
+        m.frontend = std::make_unique<funasr_frontend>(fp);
+    } catch (const std::invalid_argument & e) {
+        throw std::runtime_error(path + ": " + e.what());
+    }
+
+    m.backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    if (!m.backend) throw std::runtime_error("ggml has no CPU backend");
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(m.backend));
+    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+    if (set_threads && n_threads > 0) set_threads(m.backend, n_threads);
+    m.galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m.backend));
+}
+
+model::~model() = default;
+
+int64_t model::n_frames(size_t n_samples) const {
+    return fbank_frames(n_samples, info_.frame_length, info_.frame_shift);
+}
+
+void model::run(const float * x, size_t n, double chunk_size_ms, const std::function<void(int64_t)> & before_chunk,
+                const chunk_fn & on_chunk) {
+    impl & m = *p_;
+    const model_info & I = info_;
+    const int flen = I.frame_length, shift = I.frame_shift, pad = (I.lfr_m - 1) / 2;
+    const int64_t stride = (int64_t) (chunk_size_ms * I.sample_rate / 1000);
+    if (stride <= 0) throw std::invalid_argument("chunk_size_ms must be positive");
+    const int64_t n_chunks = (int64_t) n / stride + 1;  // inference(): the last, shorter one is final
+    const int64_t F = n_frames(n);
+    const int C = (I.lorder - 1) * I.lstride;  // left memory per layer (the streaming cache)
+    std::vector<std::vector<float>> memory(I.fsmn_layers, std::vector<float>((size_t) C * I.proj_dim, 0.0f));
+
+    std::vector<float> local, feats, post, db;
+    int64_t done = 0;  // frames emitted so far
+    for (int64_t i = 0; i < n_chunks; ++i) {
+        if (before_chunk) before_chunk(i);
+        const bool final = i == n_chunks - 1;
+        // WavFrontendOnline emits an LFR frame once its whole window has arrived: all frames so far
+        // but the last lfr_m - 1 - pad, and at the end all of them (the window padded by the last frame)
+        const int64_t end = final ? F : std::max(done, fbank_frames((size_t) ((i + 1) * stride), flen, shift) + pad - (I.lfr_m - 1));
+        const int64_t T = end - done;
+        if (T <= 0) continue;
+
+        // features of frames [done, end): the frontend over the samples of fbank frames
+        // [done - pad, end + pad), clamped as the whole signal's LFR clamps
+        const int64_t s0 = std::max<int64_t>(done - pad, 0), s1 = std::min<int64_t>(end + pad, F);
+        const size_t a = (size_t) s0 * shift, b = (size_t) (s1 - 1) * shift + flen;
+        m.frontend->compute(x + a, b - a, local);
+        feats.assign(local.begin() + (size_t) (done - s0) * I.input_dim, local.begin() + (size_t) (end - s0) * I.input_dim);
+
+        // decibels: ComputeDecibel, 10 log10(sum of squares + 1e-6) of each frame's raw samples
+        db.resize((size_t) T);
+        for (int64_t t = 0; t < T; ++t) {
+            const float * s = x + (size_t) (done + t) * shift;
+            double acc = 0;
+            for (int k = 0; k < flen; ++k) acc += (double) s[k] * s[k];
+            db[t] = (float) (10.0 * std::log10((double) ((float) acc + 1e-6f)));
+        }
+
+        // the network
+        const size_t meta = ggml_tensor_overhead() * 1024 + ggml_graph_overhead();
+        ggml_init_params ip{meta, nullptr, true};
+        ggml_context * ctx = ggml_init(ip);
+        ggml_cgraph * gf = ggml_new_graph(ctx);
+        ggml_tensor * inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, I.input_dim, T);
+        ggml_set_name(inp, "feats");
+        ggml_set_input(inp);
+        ggml_tensor * h = ggml_add(ctx, ggml_mul_mat(ctx, m.in1_w, inp), m.in1_b);
+        h = ggml_relu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, m.in2_w, h), m.in2_b));
+        std::vector<ggml_tensor *> mem_in, mem_out;
+        for (int l = 0; l < I.fsmn_layers; ++l) {
+            const impl::layer & L = m.layers[l];
+            ggml_tensor * x1 = ggml_mul_mat(ctx, L.lin, h);  // [proj, T]
+            ggml_tensor * mem = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, I.proj_dim, C);
+            ggml_set_input(mem);
+            mem_in.push_back(mem);
+            ggml_tensor * xc = ggml_concat(ctx, mem, x1, 1);  // [proj, C + T]: the left memory, then the chunk
+            // FSMNBlock: x + the depthwise left conv (lorder taps, dilation lstride) + the right one
+            ggml_tensor * y = x1;
+            for (int k = 0; k < I.lorder; ++k) {
+                ggml_tensor * v = ggml_view_2d(ctx, xc, I.proj_dim, T, xc->nb[1], (size_t) k * I.lstride * xc->nb[1]);
+                ggml_tensor * w = ggml_view_2d(ctx, L.left, I.proj_dim, 1, L.left->nb[1], (size_t) k * L.left->nb[1]);
+                y = ggml_add(ctx, y, ggml_mul(ctx, v, w));
+            }
+            if (L.right) {  // y_right[t] = sum_k w[k] x[t + (k + 1) rstride], zeros past the chunk (as upstream)
+                ggml_tensor * xr = ggml_pad(ctx, x1, 0, I.rorder * I.rstride, 0, 0);
+                for (int k = 0; k < I.rorder; ++k) {
+                    ggml_tensor * v = ggml_view_2d(ctx, xr, I.proj_dim, T, xr->nb[1], (size_t) (k + 1) * I.rstride * xr->nb[1]);
+                    ggml_tensor * w = ggml_view_2d(ctx, L.right, I.proj_dim, 1, L.right->nb[1], (size_t) k * L.right->nb[1]);
+                    y = ggml_add(ctx, y, ggml_mul(ctx, v, w));
+                }
+            }
+            ggml_tensor * next = ggml_cont(ctx, ggml_view_2d(ctx, xc, I.proj_dim, C, xc->nb[1], (size_t) T * xc->nb[1]));
+            ggml_set_output(next);
+            mem_out.push_back(next);
+            ggml_build_forward_expand(gf, next);
+            h = ggml_relu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.aff_w, y), L.aff_b));
+        }
+        h = ggml_add(ctx, ggml_mul_mat(ctx, m.out1_w, h), m.out1_b);
+        h = ggml_add(ctx, ggml_mul_mat(ctx, m.out2_w, h), m.out2_b);
+        if (I.use_softmax) h = ggml_soft_max(ctx, h);
+        ggml_set_name(h, "posteriors");
+        ggml_set_output(h);
+        ggml_build_forward_expand(gf, h);
+
+        if (!ggml_gallocr_alloc_graph(m.galloc, gf)) {
+            ggml_free(ctx);
+            throw std::runtime_error("FSMN-VAD: cannot allocate the compute buffer");
+        }
+        ggml_backend_tensor_set(inp, feats.data(), 0, feats.size() * sizeof(float));
+        for (int l = 0; l < I.fsmn_layers; ++l) {
+            ggml_backend_tensor_set(mem_in[l], memory[l].data(), 0, memory[l].size() * sizeof(float));
+        }
+        const ggml_status st = ggml_backend_graph_compute(m.backend, gf);
+        if (st != GGML_STATUS_SUCCESS) {
+            ggml_free(ctx);
+            throw std::runtime_error("FSMN-VAD: graph compute failed");
+        }
+        post.resize((size_t) T * I.output_dim);
+        ggml_backend_tensor_get(h, post.data(), 0, post.size() * sizeof(float));
+        for (int l = 0; l < I.fsmn_layers; ++l) {
+            ggml_backend_tensor_get(mem_out[l], memory[l].data(), 0, memory[l].size() * sizeof(float));
+        }
+        ggml_free(ctx);
+
+        on_chunk(done, T, post.data(), db.data(), final);
+        done = end;
+    }
+}
+
+void segmenter::begin_chunk() {
+    if (!o_.dynamic_silence) return;
+    if (d_.in_speech_segment() || in_speech_) {
+        accumulated_ += o_.chunk_size_ms;
+        in_speech_ = true;
+    }
+    for (const auto & [limit, silence] : o_.silence_schedule) {
+        if (accumulated_ <= limit) {
+            d_.set_thresholds(std::max(silence - o_.speech_to_sil_time_thres, 0.0), 0.5);
+            break;
+        }
+    }
+}
+
+void segmenter::chunk(const float * post, int D, const float * db, int64_t T, bool final, std::vector<segment> & out) {
+    sil_.resize((size_t) std::max<int64_t>(T, 0));
+    for (int64_t t = 0; t < T; ++t) {
+        double s = 0;  // scores[t][id].item(), or a Python sum of them
+        for (int id : o_.sil_pdf_ids) s += post[(size_t) t * D + id];
+        sil_[t] = s;
+    }
+    const size_t before = out.size();
+    d_.run_chunk(sil_.data(), db, T, final, out);
+    if (out.size() > before && o_.dynamic_silence) {  // a segment came out: the schedule starts over
+        accumulated_ = 0;
+        in_speech_ = false;
+    }
+}
+
+std::vector<segment> model::segments(const float * x, size_t n, const options & o) {
+    const std::string bad = check_options(o, info_);
+    if (!bad.empty()) throw std::invalid_argument(bad);
+    segmenter seg(o);
+    std::vector<segment> out;
+    run(x, n, o.chunk_size_ms, [&](int64_t) { seg.begin_chunk(); },
+        [&](int64_t, int64_t T, const float * post, const float * db, bool final) {
+            seg.chunk(post, info_.output_dim, db, T, final, out);
+        });
+    return out;
+}
+
+std::string check_options(const options & o, const model_info & info) {
+    if (!(o.frame_in_ms > 0)) return "frame_in_ms must be positive";
+    if (!(o.window_size_ms >= o.frame_in_ms)) return "window_size_ms must be at least one frame (frame_in_ms)";
+    if (o.noise_frame_num_used_for_snr < 1) return "noise_frame_num_used_for_snr must be >= 1";
+    if (o.detect_mode != 0 && o.detect_mode != 1) return "detect_mode must be 0 (single utterance) or 1 (multiple)";
+    if (o.sil_pdf_ids.empty()) return "sil_pdf_ids must name at least one pdf";
+    for (int id : o.sil_pdf_ids) {
+        if (id < 0 || id >= info.output_dim) return "sil_pdf_ids has an id outside the model's " + std::to_string(info.output_dim) + " pdfs";
+    }
+    if (!(o.chunk_size_ms >= 15000)) return "chunk_size_ms must be at least 15000 (shorter chunks are upstream's streaming mode)";
+    if (!(o.max_single_segment_time > 0)) return "max_single_segment_time must be positive";
+    return "";
+}
+
+}  // namespace funasr_vad

@@ -1,0 +1,232 @@
+// funasr_cpp._core.VadModel: the FSMN-VAD of csrc/fsmn_vad.cpp for Python (funasr_cpp.vad drives it).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "fsmn_vad.h"
+#include "py_native.h"
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+using funasr_py::native_error;
+
+namespace {
+
+double number(const py::handle & v, const std::string & key) {
+    if (py::isinstance<py::bool_>(v) || !(py::isinstance<py::int_>(v) || py::isinstance<py::float_>(v))) {
+        throw native_error(PyExc_TypeError, "VAD option " + key + " must be a number, not " +
+                                                std::string(py::str(py::type::of(v).attr("__name__"))));
+    }
+    const double x = v.cast<double>();
+    if (std::isnan(x)) throw native_error(PyExc_ValueError, "VAD option " + key + " is NaN");
+    return x;
+}
+
+// options = the checkpoint's, with the given ones changed (names as in funasr_vad::options)
+funasr_vad::options make_options(const funasr_vad::model_info & info, const py::dict & given) {
+    funasr_vad::options o = info.defaults;
+    for (auto item : given) {
+        const std::string k = py::str(item.first);
+        const py::handle v = item.second;
+        if (k == "sil_pdf_ids") {
+            o.sil_pdf_ids.clear();
+            for (auto id : v) o.sil_pdf_ids.push_back((int) number(id, k));
+        } else if (k == "silence_schedule") {
+            o.silence_schedule.clear();
+            for (auto pair : v) {
+                auto t = py::reinterpret_borrow<py::sequence>(pair);
+                if (py::len(t) != 2) throw native_error(PyExc_ValueError, "silence_schedule entries are (speech_ms, silence_ms) pairs");
+                o.silence_schedule.emplace_back(number(t[0], k), number(t[1], k));
+            }
+        } else if (k == "dynamic_silence" || k == "do_extend") {
+            (k == "dynamic_silence" ? o.dynamic_silence : o.do_extend) = PyObject_IsTrue(v.ptr()) == 1;
+        } else if (k == "detect_mode") {
+            o.detect_mode = (int) number(v, k);
+        } else if (k == "noise_frame_num_used_for_snr") {
+            o.noise_frame_num_used_for_snr = (int) number(v, k);
+        } else {
+            double * field = k == "max_end_silence_time"        ? &o.max_end_silence_time
+                           : k == "max_start_silence_time"      ? &o.max_start_silence_time
+                           : k == "window_size_ms"              ? &o.window_size_ms
+                           : k == "sil_to_speech_time_thres"    ? &o.sil_to_speech_time_thres
+                           : k == "speech_to_sil_time_thres"    ? &o.speech_to_sil_time_thres
+                           : k == "speech_2_noise_ratio"        ? &o.speech_2_noise_ratio
+                           : k == "lookback_time_start_point"   ? &o.lookback_time_start_point
+                           : k == "lookahead_time_end_point"    ? &o.lookahead_time_end_point
+                           : k == "max_single_segment_time"     ? &o.max_single_segment_time
+                           : k == "snr_thres"                   ? &o.snr_thres
+                           : k == "decibel_thres"               ? &o.decibel_thres
+                           : k == "speech_noise_thres"          ? &o.speech_noise_thres
+                           : k == "fe_prior_thres"              ? &o.fe_prior_thres
+                           : k == "chunk_size_ms"               ? &o.chunk_size_ms
+                                                                : nullptr;
+            if (!field) throw native_error(PyExc_TypeError, "unknown VAD option " + k);
+            *field = number(v, k);
+        }
+    }
+    const std::string bad = funasr_vad::check_options(o, info);
+    if (!bad.empty()) throw native_error(PyExc_ValueError, "VAD options: " + bad);
+    return o;
+}
+
+py::dict options_dict(const funasr_vad::options & o) {
+    py::dict d;
+    d["detect_mode"] = o.detect_mode;
+    d["max_end_silence_time"] = o.max_end_silence_time;
+    d["max_start_silence_time"] = o.max_start_silence_time;
+    d["window_size_ms"] = o.window_size_ms;
+    d["sil_to_speech_time_thres"] = o.sil_to_speech_time_thres;
+    d["speech_to_sil_time_thres"] = o.speech_to_sil_time_thres;
+    d["speech_2_noise_ratio"] = o.speech_2_noise_ratio;
+    d["do_extend"] = o.do_extend;
+    d["lookback_time_start_point"] = o.lookback_time_start_point;
+    d["lookahead_time_end_point"] = o.lookahead_time_end_point;
+    d["max_single_segment_time"] = o.max_single_segment_time;
+    d["snr_thres"] = o.snr_thres;
+    d["noise_frame_num_used_for_snr"] = o.noise_frame_num_used_for_snr;
+    d["decibel_thres"] = o.decibel_thres;
+    d["speech_noise_thres"] = o.speech_noise_thres;
+    d["fe_prior_thres"] = o.fe_prior_thres;
+    d["sil_pdf_ids"] = o.sil_pdf_ids;
+    d["frame_in_ms"] = o.frame_in_ms;
+    return d;
+}
+
+py::list segment_list(const std::vector<funasr_vad::segment> & segs) {
+    py::list out;
+    for (const auto & s : segs) out.append(py::make_tuple(s.start_ms, s.end_ms));
+    return out;
+}
+
+class VadModel {
+public:
+    VadModel(const py::object & path_obj, int n_threads) {
+        const std::string path = funasr_py::fspath(path_obj);
+        funasr_py::check_gguf_file(path);
+        const int32_t threads = funasr_py::thread_count(n_threads);
+        try {
+            py::gil_scoped_release nogil;
+            model_ = std::make_unique<funasr_vad::model>(path, threads);
+        } catch (const std::runtime_error & e) {
+            throw native_error(PyExc_ValueError, e.what());
+        }
+        path_ = path;
+    }
+
+    py::dict info() const {
+        const auto & I = model_->info();
+        py::dict d;
+        d["path"] = path_;
+        d["sample_rate"] = I.sample_rate;
+        d["n_mels"] = I.n_mels;
+        d["lfr_m"] = I.lfr_m;
+        d["frame_shift"] = I.frame_shift;
+        d["frame_length"] = I.frame_length;
+        d["n_pdfs"] = I.output_dim;
+        d["fsmn_layers"] = I.fsmn_layers;
+        d["lorder"] = I.lorder;
+        d["rorder"] = I.rorder;
+        d["options"] = options_dict(I.defaults);
+        return d;
+    }
+
+    py::list segments(const py::object & samples_obj, const py::dict & opts) {
+        const funasr_vad::options o = make_options(model_->info(), opts);
+        const std::vector<float> x = funasr_py::float_samples(samples_obj, "samples");
+        std::vector<funasr_vad::segment> segs;
+        {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(mu_);
+            segs = model_->segments(x.data(), x.size(), o);
+        }
+        return segment_list(segs);
+    }
+
+    // every forward call's posteriors and decibels, as upstream computes them: [(first frame, posteriors [T, n_pdfs], decibels [T])]
+    py::list chunks(const py::object & samples_obj, double chunk_size_ms) {
+        if (!(chunk_size_ms >= 15000)) throw native_error(PyExc_ValueError, "chunk_size_ms must be at least 15000");
+        const std::vector<float> x = funasr_py::float_samples(samples_obj, "samples");
+        struct chunk {
+            int64_t first;
+            std::vector<float> post, db;
+        };
+        std::vector<chunk> got;
+        {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(mu_);
+            model_->run(x.data(), x.size(), chunk_size_ms, nullptr,
+                        [&](int64_t first, int64_t T, const float * post, const float * db, bool) {
+                            got.push_back({first, std::vector<float>(post, post + T * model_->info().output_dim),
+                                           std::vector<float>(db, db + T)});
+                        });
+        }
+        py::list out;
+        const int D = model_->info().output_dim;
+        for (const auto & c : got) {
+            const py::ssize_t T = (py::ssize_t) c.db.size();
+            py::array_t<float> post({T, (py::ssize_t) D});
+            py::array_t<float> db(T);
+            if (T) {
+                std::memcpy(post.mutable_data(), c.post.data(), c.post.size() * sizeof(float));
+                std::memcpy(db.mutable_data(), c.db.data(), c.db.size() * sizeof(float));
+            }
+            out.append(py::make_tuple(c.first, post, db));
+        }
+        return out;
+    }
+
+    // the decision logic alone on given posteriors: chunks = [(posteriors [T, n_pdfs], decibels [T])], the last final
+    py::list decide(const py::list & chunks, const py::dict & opts) {
+        const funasr_vad::options o = make_options(model_->info(), opts);
+        const int D = model_->info().output_dim;
+        std::vector<std::pair<std::vector<float>, std::vector<float>>> data;
+        for (auto c : chunks) {
+            auto t = py::reinterpret_borrow<py::sequence>(c);
+            auto post = py::array_t<float, py::array::c_style | py::array::forcecast>(t[0]);
+            auto db = py::array_t<float, py::array::c_style | py::array::forcecast>(t[1]);
+            if (post.ndim() != 2 || post.shape(1) != D || db.ndim() != 1 || db.shape(0) != post.shape(0)) {
+                throw native_error(PyExc_ValueError, "decide: each chunk is (posteriors [T, n_pdfs], decibels [T])");
+            }
+            data.emplace_back(std::vector<float>(post.data(), post.data() + post.size()),
+                              std::vector<float>(db.data(), db.data() + db.size()));
+        }
+        funasr_vad::segmenter seg(o);
+        std::vector<funasr_vad::segment> out;
+        for (size_t i = 0; i < data.size(); ++i) {
+            seg.begin_chunk();
+            seg.chunk(data[i].first.data(), D, data[i].second.data(), (int64_t) data[i].second.size(),
+                      i + 1 == data.size(), out);
+        }
+        return segment_list(out);
+    }
+
+    int64_t n_frames(size_t n_samples) const { return model_->n_frames(n_samples); }
+
+private:
+    std::unique_ptr<funasr_vad::model> model_;
+    std::string path_;
+    std::mutex mu_;
+};
+
+}  // namespace
+
+void register_vad(py::module_ & m) {
+    py::class_<VadModel>(m, "VadModel",
+                         "FSMN-VAD from an fsmn_vad GGUF (converters/vad_gguf.py): upstream's offline\n"
+                         "FsmnVADStreaming.inference on 16 kHz mono float samples.")
+        .def(py::init<const py::object &, int>(), py::arg("path"), py::kw_only(), py::arg("n_threads") = 0)
+        .def_property_readonly("info", &VadModel::info, "frontend and encoder sizes, and the checkpoint's options")
+        .def("segments", &VadModel::segments, py::arg("samples"), py::arg("options") = py::dict(),
+             "[(start_ms, end_ms)] as upstream's inference returns them; options change the checkpoint's")
+        .def("chunks", &VadModel::chunks, py::arg("samples"), py::kw_only(), py::arg("chunk_size_ms") = 60000.0,
+             "[(first frame, posteriors [T, n_pdfs], decibels [T])] for every forward call")
+        .def("decide", &VadModel::decide, py::arg("chunks"), py::arg("options") = py::dict(),
+             "segments from given [(posteriors, decibels)] chunks (the decision logic alone)")
+        .def("n_frames", &VadModel::n_frames, py::arg("n_samples"));
+}
