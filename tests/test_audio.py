@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from funasr_cpp.audio import SAMPLE_RATE, audio_duration, load_audio, split_utterances
+from funasr_cpp.audio import SAMPLE_RATE, audio_duration, load_audio
+from funasr_cpp.vad import split_utterances
 from fixtures.speech import wav16k_pcm, write_wav16k
 
 

@@ -184,12 +184,12 @@ def long_wav(setup):
     return write_wav16k(setup["tmp"] / "long.wav", x), [(s + first, s + last) for s in starts]
 
 
-@pytest.mark.parametrize("mode", [None, "fixed"])
+@pytest.mark.parametrize("mode", ["energy", None])
 def test_long_audio_is_segmented(model, long_wav, mode):
     wav, speech = long_wav
     calls = []
     t0 = time.perf_counter()
-    res = model.transcribe(wav, max_new_tokens=8, segment=mode, progress=lambda d, t: calls.append((d, t)))
+    res = model.transcribe(wav, max_new_tokens=8, vad=mode, progress=lambda d, t: calls.append((d, t)))
     print(f"{mode}: {len(res.segments)} segments in {time.perf_counter() - t0:.1f} s")
     assert res.duration == pytest.approx(180.0)
     segs = res.segments
@@ -198,7 +198,7 @@ def test_long_audio_is_segmented(model, long_wav, mode):
     for a, b in zip(segs, segs[1:]):
         assert a.end == b.start
     assert all(0 < s.end - s.start <= 30.0 + 1e-9 for s in segs)
-    if mode == "fixed":
+    if mode is None:  # no VAD: windows of max_segment_seconds
         assert [s.start for s in segs] == [30.0 * i for i in range(6)]
     assert all(len(s.tokens) <= 8 and s.text for s in segs)
     assert res.text == re.sub(r"\s+", " ", " ".join(s.text for s in segs))
@@ -209,7 +209,7 @@ def test_long_audio_is_segmented(model, long_wav, mode):
     assert all(t == pytest.approx(180.0) for _, t in calls)
     assert done == sorted(done) and len(set(done)) == len(done) and done[-1] == pytest.approx(180.0)
     assert len(calls) == len(segs)
-    if mode is None:  # silence-aware: no cut inside a speech burst
+    if mode == "energy":  # silence-aware: no cut inside a speech burst
         for s in segs[:-1]:
             cut = round(s.end * 16000)
             assert not any(a < cut < b for a, b in speech), s
@@ -312,8 +312,10 @@ def test_bad_inputs(setup, model, tmp_path):
         model.transcribe(tmp_path / "nope.wav", language="klingon")
     with pytest.raises(TypeError, match="hotwords.*list"):
         model.transcribe(tmp_path / "nope.wav", hotwords="abc")
-    with pytest.raises(ValueError, match="segment"):
-        model.transcribe(tmp_path / "nope.wav", segment="vad")
+    with pytest.raises(ValueError, match="vad must be"):
+        model.transcribe(tmp_path / "nope.wav", vad="silero")
+    with pytest.raises(ValueError, match="vad='fsmn' needs a VAD model"):
+        model.transcribe(tmp_path / "nope.wav", vad="fsmn")
     with pytest.raises(TypeError, match="hotwords"):
         funasr_cpp.transcribe(tmp_path / "nope.wav", model=str(tmp_path / "nowhere"), hotwords="abc")
 
@@ -412,7 +414,7 @@ def test_cli_help_and_usage_errors(setup):
     out = run_cli("transcribe", "--help")
     assert out.returncode == 0
     for opt in ("--model", "--llm", "--mmproj", "--language", "--no-itn", "--hotwords", "--format",
-                "--output-dir", "--threads", "--max-new-tokens", "--segment", "--progress"):
+                "--output-dir", "--threads", "--max-new-tokens", "--vad", "--vad-model", "--progress"):
         assert opt in out.stdout
     out = run_cli("transcribe", "--llm", setup["llm"], setup["wav"])
     assert out.returncode == 2 and "--llm and --mmproj go together" in out.stderr

@@ -2,9 +2,8 @@
 
 The model takes mono float32 samples in [-1, 1] at 16 kHz (upstream's WavFrontend scales them by
 32768 itself: funasr/frontends/wav_frontend.py). ``load_audio`` turns a file, encoded bytes, a
-binary file object or a numpy array into exactly that; ``split_utterances`` cuts long recordings
-into utterances of at most 30 s at quiet points, since Fun-ASR was trained per utterance (upstream
-transcribes long audio through FSMN-VAD with max_single_segment_time 30000 ms).
+binary file object or a numpy array into exactly that (cutting it into speech segments is
+funasr_cpp.vad's job).
 
 Decoding is done by ``soundfile`` (libsndfile: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...);
 resampling by ``soxr`` (high quality), else ``scipy.signal.resample_poly`` (imported only when
@@ -21,7 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from typing import Any, BinaryIO, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Optional, Tuple, Union
 
 import numpy as np
 
@@ -34,13 +33,6 @@ _BLOCK_FRAMES = 1 << 20
 # Arrays: [channels, samples] is recognised when the first axis has at most this many entries.
 _MAX_CHANNELS_FIRST = 8
 
-# split_utterances: analysis frames (Kaldi-like 25 ms / 10 ms at 16 kHz).
-_FRAME_SECONDS = 0.025
-_HOP_SECONDS = 0.010
-_LOUD_PERCENTILE = 95.0   # reference level: this percentile of the frame energies (dB)
-_SILENCE_DB = -40.0       # frames this far below the reference level count as silence
-_RELATIVE_DB = 6.0        # ... as do frames within this of the window's quietest frame
-_MIN_TAIL_SECONDS = 0.3   # a shorter final segment is merged into the previous one
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,115 +275,4 @@ def audio_duration(source: AudioSource, sample_rate: Optional[int] = None) -> fl
     return duration
 
 
-# --------------------------------------------------------------------------------------------
-# segmentation
-
-def _frame_energy_db(audio: np.ndarray, frame: int, hop: int) -> np.ndarray:
-    """Mean-square energy (dB) of frames ``[t*hop, t*hop + frame)`` for every full frame.
-
-    Squares are summed per sub-block of gcd(frame, hop) samples (float32 rows, float64 totals),
-    then frames are differences of a cumulative sum over sub-blocks: O(n), no per-frame copies.
-    """
-    n = len(audio)
-    if n < frame:
-        return np.empty(0)
-    n_frames = 1 + (n - frame) // hop
-    g = math.gcd(frame, hop)
-    used = (n_frames - 1) * hop + frame
-    sub = np.asarray(audio[:used], dtype=np.float32).reshape(-1, g)
-    sq = np.einsum("ij,ij->i", sub, sub, dtype=np.float64)
-    cs = np.concatenate(([0.0], np.cumsum(sq)))
-    starts = np.arange(n_frames) * (hop // g)
-    energy = (cs[starts + frame // g] - cs[starts]) / frame
-    return 10.0 * np.log10(np.maximum(energy, 1e-12))
-
-
-def _longest_low_run(rel: np.ndarray, threshold: float) -> Optional[Tuple[int, int]]:
-    """[start, end) of the longest run with rel <= threshold (the later one on ties)."""
-    low = rel <= threshold
-    if not low.any():
-        return None
-    edges = np.diff(np.concatenate(([0], low.astype(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    lengths = ends - starts
-    best = len(lengths) - 1 - int(np.argmax(lengths[::-1]))
-    return int(starts[best]), int(ends[best])
-
-
-def split_utterances(audio: np.ndarray, *, max_seconds: float = 30.0, min_seconds: float = 1.0,
-                     mode: str = "silence", sample_rate: int = SAMPLE_RATE
-                     ) -> List[Tuple[int, int]]:
-    """Split audio into utterances: ``[(start, end), ...]`` sample ranges.
-
-    The ranges are contiguous and in order: the first starts at 0, each starts where the
-    previous ends, the last ends at ``len(audio)``; none is longer than ``max_seconds``.
-    Empty audio gives ``[]``; audio no longer than ``max_seconds`` gives one range.
-
-    - ``mode="fixed"``: consecutive windows of ``max_seconds`` (the last one shorter).
-    - ``mode="silence"``: energy-based cuts. Frame energies (25 ms frames, 10 ms hop) are taken
-      in dB relative to the recording's loud level (95th percentile of the frame energies).
-      From the current start, the cut goes in the quietest region whose position lies between
-      ``min_seconds`` and ``max_seconds`` ahead: the middle of the longest run of quiet frames,
-      a quiet frame being one 40 dB below the loud level or within 6 dB of the quietest frame
-      of that stretch (so a recording without real pauses is cut at its quietest moment). Cuts
-      also keep ``min_seconds`` before the end where possible, and a final piece shorter than
-      0.3 s is merged into the previous range when that stays within ``max_seconds``.
-      Deterministic and vectorised (a 10-minute recording splits in a few milliseconds).
-    """
-    n = int(len(audio))
-    if mode not in ("silence", "fixed"):
-        raise ValueError(f"mode must be 'silence' or 'fixed', not {mode!r}")
-    if not max_seconds > 0:
-        raise ValueError(f"max_seconds must be positive, not {max_seconds!r}")
-    if not 0 <= min_seconds < max_seconds:
-        raise ValueError(f"min_seconds must be in [0, max_seconds), not {min_seconds!r}")
-    max_len = max(1, int(round(max_seconds * sample_rate)))
-    min_len = int(round(min_seconds * sample_rate))
-    if n == 0:
-        return []
-    if n <= max_len:
-        return [(0, n)]
-    if mode == "fixed":
-        return [(s, min(s + max_len, n)) for s in range(0, n, max_len)]
-
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise ValueError(f"split_utterances takes mono audio (1-D), not shape {audio.shape}")
-    frame = max(1, int(round(_FRAME_SECONDS * sample_rate)))
-    hop = max(1, int(round(_HOP_SECONDS * sample_rate)))
-    db = _frame_energy_db(audio, frame, hop)
-    rel = db - (np.percentile(db, _LOUD_PERCENTILE) if len(db) else 0.0)
-    centres = np.arange(len(db)) * hop + frame // 2  # cut position of each frame
-
-    ranges: List[Tuple[int, int]] = []
-    start = 0
-    while n - start > max_len:
-        lo = start + min_len
-        hi = start + max_len
-        if n - min_len >= lo:  # leave at least min_seconds for what follows, when possible
-            hi = min(hi, n - min_len)
-        t0 = int(np.searchsorted(centres, max(lo, start + 1), side="left"))
-        t1 = int(np.searchsorted(centres, hi, side="right"))
-        cut = None
-        if t1 > t0:
-            window = rel[t0:t1]
-            run = _longest_low_run(window, max(_SILENCE_DB, float(window.min()) + _RELATIVE_DB))
-            if run is None:  # cannot happen (the minimum is always within threshold); be safe
-                t = t0 + int(np.argmin(window))
-            else:
-                t = t0 + (run[0] + run[1] - 1) // 2
-            cut = int(centres[t])
-        if cut is None or not start < cut <= start + max_len:
-            cut = start + max_len
-        ranges.append((start, cut))
-        start = cut
-    ranges.append((start, n))
-    tail = int(round(_MIN_TAIL_SECONDS * sample_rate))
-    if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < tail \
-            and ranges[-1][1] - ranges[-2][0] <= max_len:
-        ranges[-2:] = [(ranges[-2][0], ranges[-1][1])]
-    return ranges
-
-
-__all__ = ["SAMPLE_RATE", "audio_duration", "load_audio", "split_utterances"]
+__all__ = ["SAMPLE_RATE", "audio_duration", "load_audio"]

@@ -85,7 +85,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import formats
-    from .hub import DEFAULT_MODEL
+    from .hub import DEFAULT_MODEL, resolve_vad_model
     from .model import Model
     from .options import TranscribeOptions
 
@@ -101,7 +101,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                 flash_attn=args.flash_attn, kv_type=args.kv_type, n_parallel=args.parallel)
     try:
         options = TranscribeOptions(language=args.language, itn=not args.no_itn, hotwords=hotwords,
-                                    max_new_tokens=args.max_new_tokens, segment=args.segment,
+                                    max_new_tokens=args.max_new_tokens,
+                                    vad=None if args.vad == "none" else args.vad,
                                     max_segment_seconds=args.max_segment_seconds,
                                     repetition_guard=not args.no_repetition_guard,
                                     max_tokens_per_second=None if args.no_repetition_guard else
@@ -111,11 +112,14 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             value = getattr(args, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
+        if args.vad == "fsmn" and not args.vad_model:
+            raise ValueError("--vad fsmn needs --vad-model (e.g. --vad-model fsmn-vad, or an FSMN-VAD folder)")
+        vad_model = resolve_vad_model(args.vad_model, hub=args.hub) if args.vad_model else None
         if args.llm:
-            model = Model(args.llm, args.mmproj, **load)
+            model = Model(args.llm, args.mmproj, vad_model=vad_model, **load)
         else:
             model = Model.from_pretrained(args.model or DEFAULT_MODEL, llm_type=args.llm_type,
-                                          mmproj_type=args.mmproj_type, hub=args.hub, **load)
+                                          mmproj_type=args.mmproj_type, hub=args.hub, vad_model=vad_model, **load)
         if args.word_timestamps:
             try:
                 model.check_word_timestamps()  # before any file is read
@@ -192,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "transcribe", help="transcribe audio files (WAV/FLAC/OGG/MP3) to text, JSON, SRT or WebVTT",
         description="Transcribe audio files with Fun-ASR-Nano. Long files are split into utterances of at most "
-                    "--max-segment-seconds (silence-aware by default), each decoded with its own prompt. Results go "
+                    "--max-segment-seconds (FSMN-VAD speech segments with --vad-model, else cut at quiet points), each decoded with its own prompt. Results go "
                     "to stdout (txt: one line per file; json: one JSON object per line) or, with --output-dir, to "
                     "DIR/<file stem>.<format> (inputs with the same name keep their relative folders; an existing "
                     "file is kept unless --overwrite). A file that fails prints 'error: FILE: reason' on stderr and "
@@ -221,9 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--no-repetition-guard", action="store_true",
                      help="turn off the runaway guard (token budget scaled to segment duration, cutting a "
                           "repeated n-gram loop): only --max-new-tokens limits the output")
-    dec.add_argument("--segment", choices=["silence", "fixed"], default=None,
-                     help="how to split audio: silence-aware or fixed windows (default: split only audio longer "
-                          "than --max-segment-seconds, at silences)")
+    dec.add_argument("--vad", choices=["auto", "fsmn", "energy", "none"], default="auto",
+                     help="how to cut audio into segments: fsmn = upstream's FSMN-VAD (speech only, needs "
+                          "--vad-model), energy = at quiet points, none = windows of --max-segment-seconds "
+                          "(default auto: fsmn with --vad-model, else energy)")
+    dec.add_argument("--vad-model", default=None, metavar="SRC",
+                     help="FSMN-VAD: fsmn-vad (upstream's, downloaded from --hub and cached), a VAD release "
+                          "folder (converted once), or its fsmn-vad-f32.gguf")
     dec.add_argument("--max-segment-seconds", type=float, default=TranscribeOptions.max_segment_seconds,
                      metavar="S", help=f"longest segment in seconds (default {TranscribeOptions.max_segment_seconds:g})")
     dec.add_argument("--no-ctc-draft", action="store_true",

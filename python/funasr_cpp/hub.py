@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Optional, Union
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-ASR-Nano-2512"
+#: the FSMN-VAD upstream pairs with Fun-ASR (``vad_model="fsmn-vad"``), on either hub
+VAD_ALIASES = {"fsmn-vad": {"huggingface": "funasr/fsmn-vad", "modelscope": "iic/speech_fsmn_vad_zh-cn-16k-common-pytorch"}}
+VAD_GGUF_PREFIX = "fsmn-vad"   # a folder may hold the ASR pair and the VAD GGUF side by side
 
 
 def default_cache_dir() -> Path:
@@ -55,7 +58,7 @@ def _is_release(folder: Path) -> bool:
 def _gguf_pair(folder: Path, llm_type: Optional[str] = None, mmproj_type: Optional[str] = None):
     """(llm, mmproj) of a folder with exactly one LLM GGUF and one mmproj-*.gguf, or None if
     types are given and missing; ValueError when ambiguous."""
-    ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file())
+    ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file() and not p.name.startswith(VAD_GGUF_PREFIX))
     mm = [p for p in ggufs if p.name.startswith("mmproj")]
     llm = [p for p in ggufs if not p.name.startswith("mmproj")]
     if llm_type is not None:
@@ -79,25 +82,28 @@ def _release_cache_dir(folder: Path, cache_dir) -> Path:
     return root / f"{folder.name}-{h.hexdigest()[:12]}"
 
 
-def _convert_cached(folder: Path, cache_dir, llm_type: str, mmproj_type: str) -> tuple[Path, Path]:
+def _cached(folder: Path, cache_dir, find, make):
+    """find(out) if the folder's conversion is in the cache, else make(out) under a file lock (a
+    process that waited for the lock finds what the other one made)."""
     out = _release_cache_dir(folder, cache_dir)
-    pair = _gguf_pair(out, llm_type, mmproj_type) if out.is_dir() else None
-    if pair:
-        return pair
-    from .converters import convert
-
+    found = find(out) if out.is_dir() else None
+    if found:
+        return found
     out.mkdir(parents=True, exist_ok=True)
-    lock_path = out / ".lock"
-    with open(lock_path, "w") as lock:
+    with open(out / ".lock", "w") as lock:
         try:
             import fcntl
             fcntl.flock(lock, fcntl.LOCK_EX)
         except (ImportError, OSError):
             pass
-        pair = _gguf_pair(out, llm_type, mmproj_type)  # converted meanwhile by another process
-        if pair:
-            return pair
-        return convert(folder, out, llm_type=llm_type, mmproj_type=mmproj_type, progress=False)
+        return find(out) or make(out)
+
+
+def _convert_cached(folder: Path, cache_dir, llm_type: str, mmproj_type: str) -> tuple[Path, Path]:
+    from .converters import convert
+
+    return _cached(folder, cache_dir, lambda out: _gguf_pair(out, llm_type, mmproj_type),
+                   lambda out: convert(folder, out, llm_type=llm_type, mmproj_type=mmproj_type, progress=False))
 
 
 def _looks_like_hub_id(s: str) -> bool:
@@ -193,6 +199,9 @@ def resolve_model(source: Union[str, os.PathLike], *, cache_dir=None, llm_type: 
         mmproj_type = default_mmproj_type()
     path = Path(source).expanduser()
     if path.is_dir():
+        if _is_vad_release(path):
+            raise ValueError(f"{source} is an FSMN-VAD model, not an ASR checkpoint: pass it as the VAD model "
+                             "(vad_model= / --vad-model)")
         if _is_release(path):
             return _convert_cached(path, cache_dir, llm_type, mmproj_type)
         return _gguf_pair(path)
@@ -208,4 +217,58 @@ def resolve_model(source: Union[str, os.PathLike], *, cache_dir=None, llm_type: 
     raise FileNotFoundError(f"{source}: no such folder (and not a hub id like {DEFAULT_MODEL!r})")
 
 
-__all__ = ["DEFAULT_MODEL", "default_cache_dir", "default_mmproj_type", "resolve_model"]
+def _is_vad_release(folder: Path) -> bool:
+    from .converters import is_vad_release
+
+    return is_vad_release(folder)
+
+
+def _hub_key(hub: str) -> str:
+    h = hub.lower()
+    if h in ("huggingface", "hf"):
+        return "huggingface"
+    if h in ("modelscope", "ms"):
+        return "modelscope"
+    raise ValueError(f"hub must be 'huggingface' or 'modelscope', got {hub!r}")
+
+
+def resolve_vad_model(source: Union[str, os.PathLike] = "fsmn-vad", *, cache_dir=None,
+                      hub: str = "huggingface") -> Path:
+    """A VAD model source -> its fsmn_vad GGUF: ``"fsmn-vad"`` (upstream's, from ``hub``), a hub id,
+    an FSMN-VAD release folder (converted once into the cache, like an ASR checkpoint), a folder
+    with one ``fsmn-vad*.gguf``, or that file itself. An ASR checkpoint here is a ValueError."""
+    if isinstance(source, str) and source in VAD_ALIASES:
+        source = VAD_ALIASES[source][_hub_key(hub)]
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{source}: a VAD model is an FSMN-VAD release folder or its .gguf, not this file")
+        return path  # its architecture is checked when it is loaded
+    if path.is_dir():
+        if _is_vad_release(path):
+            return _convert_vad_cached(path, cache_dir)
+        if _is_release(path):
+            raise ValueError(f"{source} is a Fun-ASR-Nano ASR checkpoint, not a VAD model: give it as the model "
+                             "and an FSMN-VAD release (\"fsmn-vad\") as the VAD model")
+        ggufs = sorted(path.glob(f"{VAD_GGUF_PREFIX}*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+        raise ValueError(f"{source}: not an FSMN-VAD release folder (model.pt + config.yaml with model "
+                         f"FsmnVADStreaming) and no single {VAD_GGUF_PREFIX}*.gguf in it (found {len(ggufs)})")
+    if isinstance(source, str) and _looks_like_hub_id(source):
+        folder = _download(source, hub, cache_dir)
+        if not _is_vad_release(folder):
+            raise ValueError(f"{source}: the downloaded snapshot {folder} is not an FSMN-VAD release")
+        return _convert_vad_cached(folder, cache_dir)
+    raise FileNotFoundError(f"{source}: no such folder or file (and not a hub id like 'funasr/fsmn-vad')")
+
+
+def _convert_vad_cached(folder: Path, cache_dir) -> Path:
+    from .converters import write_vad_gguf
+    from .converters.vad_gguf import GGUF_NAME
+
+    return _cached(folder, cache_dir, lambda out: out / GGUF_NAME if (out / GGUF_NAME).is_file() else None,
+                   lambda out: write_vad_gguf(folder, out))
+
+
+__all__ = ["DEFAULT_MODEL", "VAD_ALIASES", "resolve_vad_model", "default_cache_dir", "default_mmproj_type", "resolve_model"]

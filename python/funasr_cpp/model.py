@@ -6,8 +6,8 @@
 >>> result.text, result.segments[0].start, result.timings.real_time_factor
 
 The steps of one call: ``audio.load_audio`` (decode, downmix, resample to 16 kHz) →
-``audio.split_utterances`` (segments of at most ``max_segment_seconds``, silence-aware by default)
-→ every segment submitted to the native batched engine, ``_core.AsrModel.submit`` (fbank + LFR
+speech segments of at most ``max_segment_seconds`` (``vad.FsmnVad``, upstream's FSMN-VAD, when the
+model has a VAD model; else ``vad.split_utterances``, cuts at quiet points) → every segment submitted to the native batched engine, ``_core.AsrModel.submit`` (fbank + LFR
 frontend, encoder + adaptor, prefill; up to ``n_parallel`` segments decoded together, greedy, the
 system turn and instruction prefilled once and shared; on a checkpoint with the CTC head, the
 head in the same encoder pass, its greedy transcript the draft for speculative decoding) →
@@ -33,10 +33,11 @@ import numpy as np
 from . import _core
 from .draft import DraftSource, draft_tokens
 from .guard import cut_repetition
-from .hub import DEFAULT_MODEL, resolve_model
+from .hub import DEFAULT_MODEL, resolve_model, resolve_vad_model
 from .options import Timings, TranscribeOptions
 from .prompt import build_prompt, postprocess
 from .timestamps import CtcTokenizer, Word, segment_ctc, words_from_spans
+from .vad import FsmnVad, VadOptions, split_utterances
 
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 400                 # 25 ms: one fbank frame; shorter audio gives no audio rows
@@ -88,6 +89,7 @@ class _Call:
     options: TranscribeOptions
     total: float
     wall0: float
+    vad_ms: float = 0.0
     pending: list = field(default_factory=list)
 
 
@@ -103,8 +105,12 @@ class Model:
     def __init__(self, llm_gguf: Union[str, os.PathLike], mmproj_gguf: Union[str, os.PathLike], *,
                  n_threads: Optional[int] = None, n_gpu_layers: int = -1, use_gpu: bool = True,
                  n_ctx: int = 0, flash_attn: str = "auto", n_batch: int = 512, kv_type: str = "f16",
-                 n_parallel: int = 8):
+                 n_parallel: int = 8, vad_model: Union["FsmnVad", str, os.PathLike, None] = None):
+        """``vad_model``: an :class:`funasr_cpp.vad.FsmnVad`, or its GGUF; with one, ``vad="auto"``
+        segments with it."""
         t0 = time.perf_counter()
+        if vad_model is not None and not isinstance(vad_model, FsmnVad):
+            vad_model = FsmnVad(vad_model, n_threads=n_threads)
         self._asr = _core.AsrModel(os.fspath(llm_gguf), os.fspath(mmproj_gguf),
                                    n_threads=0 if n_threads is None else int(n_threads),
                                    n_gpu_layers=n_gpu_layers, use_gpu=use_gpu, n_ctx=n_ctx,
@@ -113,6 +119,7 @@ class Model:
         self.load_ms = (time.perf_counter() - t0) * 1000.0
         self.llm_path = Path(llm_gguf)
         self.mmproj_path = Path(mmproj_gguf)
+        self.vad: Optional[FsmnVad] = vad_model
         self._ctc_tok: Any = None   # CtcTokenizer, loaded on first use; False: the mmproj has none
         self._ctc_lock = threading.Lock()
 
@@ -120,15 +127,19 @@ class Model:
     @classmethod
     def from_pretrained(cls, source: Union[str, os.PathLike], *, cache_dir: Union[str, os.PathLike, None] = None,
                         llm_type: str = "q8_0", mmproj_type: str = "auto", hub: str = "huggingface",
-                        **kwargs: Any) -> "Model":
+                        vad_model: Union[str, os.PathLike, None] = None, **kwargs: Any) -> "Model":
         """Load from a released checkpoint folder (funasr's layout, or the Transformers ``-hf``
         one; converted once into ``cache_dir or ~/.cache/funasr-cpp/models/<name>-<hash>/`` and
         reused), a folder with one LLM GGUF and one ``mmproj-*.gguf``, or a hub id such as
         ``FunAudioLLM/Fun-ASR-Nano-2512`` (``hub="huggingface"`` or ``"modelscope"``; downloaded,
-        then converted and cached): see :mod:`funasr_cpp.hub`. ``kwargs`` go to :class:`Model`."""
+        then converted and cached): see :mod:`funasr_cpp.hub`. ``vad_model``: ``"fsmn-vad"``
+        (upstream's FSMN-VAD from the same hub), a VAD hub id, release folder or GGUF, resolved the
+        same way (:func:`funasr_cpp.hub.resolve_vad_model`). ``kwargs`` go to :class:`Model`."""
+        if vad_model is not None:
+            vad_model = resolve_vad_model(vad_model, cache_dir=cache_dir, hub=hub)
         llm, mmproj = resolve_model(source, cache_dir=cache_dir, llm_type=llm_type,
                                     mmproj_type=mmproj_type, hub=hub)
-        return cls(llm, mmproj, **kwargs)
+        return cls(llm, mmproj, vad_model=vad_model, **kwargs)
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
@@ -146,7 +157,8 @@ class Model:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Model(llm={str(self.llm_path)!r}, mmproj={str(self.mmproj_path)!r}" + \
+        vad = f", vad={str(self.vad.path)!r}" if self.vad is not None else ""
+        return f"Model(llm={str(self.llm_path)!r}, mmproj={str(self.mmproj_path)!r}{vad}" + \
             (", closed)" if self.closed else ")")
 
     @property
@@ -246,26 +258,23 @@ class Model:
                draft: Optional[DraftSource]) -> _Call:
         """Read and split the audio and submit its segments."""
         wall0 = time.perf_counter()
-        from .audio import load_audio, split_utterances
+        from .audio import load_audio
 
         if opts.word_timestamps:
             self.check_word_timestamps()
+        mode = self._vad_mode(opts)
 
         x = load_audio(audio, sample_rate=sample_rate)
         x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
         if x.size and not np.isfinite(x).all():
             raise ValueError("audio contains NaN or infinite samples")
         total = x.size / SAMPLE_RATE
-        if x.size < MIN_SAMPLES:
-            spans: list[tuple[int, int]] = []
-        elif opts.segment is None and total <= opts.max_segment_seconds:
-            spans = [(0, x.size)]
-        else:
-            spans = [(int(a), int(b)) for a, b in
-                     split_utterances(x, max_seconds=opts.max_segment_seconds, mode=opts.segment or "silence")]
+        t_vad = time.perf_counter()
+        spans = self._spans(x, opts, mode)
+        vad_ms = (time.perf_counter() - t_vad) * 1000.0
         spans = [(a, b) for a, b in spans if b - a >= MIN_SAMPLES]
         prompt = build_prompt(opts.language, opts.itn, opts.hotwords)
-        call = _Call(opts, total, wall0)
+        call = _Call(opts, total, wall0, vad_ms)
         for k, (a, b) in enumerate(spans):
             budget = opts.token_budget((b - a) / SAMPLE_RATE)
             ids = draft_tokens(self._asr, draft, k, a / SAMPLE_RATE, b / SAMPLE_RATE, x[a:b])
@@ -275,9 +284,30 @@ class Model:
             call.pending.append(_Pending(job, a, b, budget))
         return call
 
+    def _vad_mode(self, opts: TranscribeOptions) -> Optional[str]:
+        if opts.vad == "auto":
+            return "fsmn" if self.vad is not None else "energy"
+        if opts.vad == "fsmn" and self.vad is None:
+            raise ValueError("vad='fsmn' needs a VAD model: Model.from_pretrained(..., vad_model='fsmn-vad') "
+                             "(or --vad-model); vad='energy' splits at quiet points without one")
+        return opts.vad
+
+    def _spans(self, x: np.ndarray, opts: TranscribeOptions, mode: Optional[str]) -> list:
+        """Sample ranges of the segments: FSMN-VAD's speech segments, or pieces covering the audio."""
+        if x.size < MIN_SAMPLES:
+            return []
+        if mode == "fsmn":
+            vo = opts.vad_options or VadOptions()
+            if vo.max_single_segment_time is None:
+                vo = vo.replace(max_single_segment_time=opts.max_segment_seconds * 1000.0)
+            return self.vad.sample_spans(x, vo)
+        if x.size <= opts.max_segment_seconds * SAMPLE_RATE:
+            return [(0, x.size)]
+        return split_utterances(x, max_seconds=opts.max_segment_seconds, mode="silence" if mode == "energy" else "fixed")
+
     def _finish(self, call: _Call, progress: Optional[ProgressCallback] = None) -> Transcription:
         """Wait for the call's segments in order (the waiting thread decodes every job meanwhile)."""
-        timings = Timings(load_ms=self.load_ms)
+        timings = Timings(load_ms=self.load_ms, vad_ms=call.vad_ms)
         segments: list[Segment] = []
         ctc_texts: list[str] = []
         done = -1.0
@@ -333,7 +363,7 @@ class Model:
 # module-level transcribe
 
 _MODEL_KEYS = ("cache_dir", "llm_type", "mmproj_type", "hub", "n_threads", "n_gpu_layers", "use_gpu", "n_ctx",
-               "flash_attn", "n_batch", "kv_type", "n_parallel")
+               "flash_attn", "n_batch", "kv_type", "n_parallel", "vad_model")
 _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 

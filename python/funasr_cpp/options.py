@@ -16,7 +16,7 @@ from .prompt import check_hotwords, normalize_language
 #: Runaway guard, token budget: BASE_TOKENS + max_tokens_per_second * seconds per segment.
 BASE_TOKENS = 20
 TOKENS_PER_SECOND = 15.0
-SEGMENT_MODES = ("silence", "fixed")
+VAD_MODES = ("auto", "fsmn", "energy", None)
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,15 @@ class TranscribeOptions:
     - ``itn``: ask for inverse text normalization (upstream's default) or not.
     - ``hotwords``: a list or tuple of words for the prompt's context (stored as a tuple).
     - ``max_new_tokens``: generated-token limit per segment.
-    - ``segment``: None = one segment when the audio is at most ``max_segment_seconds`` long, else
-      silence-aware splitting; ``"silence"`` / ``"fixed"`` always split that way.
-    - ``max_segment_seconds``: the longest segment, 1 to 180 s.
+    - ``vad``: how long audio is cut into segments. ``"fsmn"``: upstream's FSMN-VAD (the model's
+      ``vad_model``), segments of speech only, as upstream's ``AutoModel(..., vad_model="fsmn-vad")``;
+      ``"energy"``: contiguous pieces cut at quiet points (no VAD model needed); None: consecutive
+      windows of ``max_segment_seconds`` (one segment when the audio is no longer); ``"auto"``
+      (default): ``"fsmn"`` when the model has a VAD model, else ``"energy"``.
+    - ``vad_options``: :class:`funasr_cpp.vad.VadOptions` for ``"fsmn"`` (default: the checkpoint's
+      values, with ``max_single_segment_time`` from ``max_segment_seconds``).
+    - ``max_segment_seconds``: the longest segment, 1 to 180 s (FSMN-VAD's segments may run up to
+      10 ms over it, as upstream's do).
     - ``max_tokens_per_second``: the runaway guard's token budget per segment is
       ``min(max_new_tokens, ceil(20 + max_tokens_per_second * seconds))``; None turns the scaling off.
     - ``repetition_guard``: cut a segment that used up its budget in a loop (see funasr_cpp.guard).
@@ -48,7 +54,8 @@ class TranscribeOptions:
     itn: bool = True
     hotwords: tuple[str, ...] = ()
     max_new_tokens: int = 512
-    segment: Optional[str] = None
+    vad: Optional[str] = "auto"
+    vad_options: Any = None
     max_segment_seconds: float = 30.0
     max_tokens_per_second: Optional[float] = TOKENS_PER_SECOND
     repetition_guard: bool = True
@@ -67,8 +74,13 @@ class TranscribeOptions:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"max_new_tokens must be a positive int, got {n!r}")
         put("max_new_tokens", int(n))
-        if self.segment is not None and self.segment not in SEGMENT_MODES:
-            raise ValueError(f"segment must be None, 'silence' or 'fixed', got {self.segment!r}")
+        if self.vad not in VAD_MODES:
+            raise ValueError(f"vad must be 'auto', 'fsmn', 'energy' or None, got {self.vad!r}")
+        if self.vad_options is not None:
+            from .vad import VadOptions
+
+            if not isinstance(self.vad_options, VadOptions):
+                raise TypeError(f"vad_options must be a funasr_cpp.vad.VadOptions, got {type(self.vad_options).__name__}")
         s = self.max_segment_seconds
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 1.0 <= s <= 180.0:
             raise ValueError(f"max_segment_seconds must be a number in [1, 180], got {s!r}")
@@ -126,6 +138,7 @@ class Timings:
     encode_ms: float = 0.0        # encoder + adaptor
     prefill_ms: float = 0.0       # prompt + audio rows through the LLM
     decode_ms: float = 0.0        # greedy decoding
+    vad_ms: float = 0.0           # speech segments (FSMN-VAD or the energy splitter)
     timestamps_ms: float = 0.0    # CTC text + alignment on the host (the CTC head's graph is in encode_ms)
     total_ms: float = 0.0         # wall time of the whole call, audio decoding included
     n_prompt_tokens: int = 0
@@ -164,4 +177,4 @@ class Timings:
         return dataclasses.asdict(self)
 
 
-__all__ = ["BASE_TOKENS", "SEGMENT_MODES", "TOKENS_PER_SECOND", "Timings", "TranscribeOptions", "token_budget"]
+__all__ = ["BASE_TOKENS", "VAD_MODES", "TOKENS_PER_SECOND", "Timings", "TranscribeOptions", "token_budget"]
