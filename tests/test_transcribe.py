@@ -201,7 +201,7 @@ def test_long_audio_is_segmented(model, long_wav, mode):
     if mode is None:  # no VAD: windows of max_segment_seconds
         assert [s.start for s in segs] == [30.0 * i for i in range(6)]
     assert all(len(s.tokens) <= 8 and s.text for s in segs)
-    assert res.text == re.sub(r"\s+", " ", " ".join(s.text for s in segs))
+    assert res.text == " ".join(s.text for s in segs)  # as upstream's inference_with_vad joins them
     # the random model loops: some segments are cut by the repetition guard
     assert res.timings.n_generated_tokens >= sum(len(s.tokens) for s in segs)
     assert all(s.repetition_cut or len(s.tokens) == 8 for s in segs)

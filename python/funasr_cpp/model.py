@@ -20,7 +20,6 @@ Options and their defaults: :class:`funasr_cpp.TranscribeOptions`; where models 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -71,7 +70,8 @@ class Transcription:
 
 
 def _join_texts(texts: Iterable[str]) -> str:
-    return re.sub(r"\s+", " ", " ".join(texts))
+    """Segment texts in time order, as upstream's inference_with_vad joins them (one space each)."""
+    return " ".join(texts)
 
 
 @dataclass
