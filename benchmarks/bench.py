@@ -164,7 +164,8 @@ def main() -> int:
     ggufs = workloads.gguf_files(folder, args.work / "gguf", args.llm_types, args.mmproj_types)
     audio = workloads.audio_files(args.work, args.seconds)
 
-    from funasr_cpp.audio import load_audio, split_utterances
+    from funasr_cpp.audio import load_audio
+    from funasr_cpp.vad import split_utterances
 
     spans = {}
     for s, path in audio.items():

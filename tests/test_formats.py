@@ -94,7 +94,8 @@ def test_transcribe_options_check_and_normalize():
                             ({"hotwords": ["a", 1]}, TypeError, r"hotwords\[1\]"),
                             ({"max_new_tokens": 0}, ValueError, "max_new_tokens"),
                             ({"max_new_tokens": True}, ValueError, "max_new_tokens"),
-                            ({"segment": "vad"}, ValueError, "segment"),
+                            ({"vad": "silero"}, ValueError, "vad must be"),
+                            ({"vad_options": {"max_end_silence_time": 300}}, TypeError, "VadOptions"),
                             ({"max_segment_seconds": 0.5}, ValueError, "max_segment_seconds"),
                             ({"max_tokens_per_second": -1}, ValueError, "max_tokens_per_second")]:
         with pytest.raises(exc, match=match):
