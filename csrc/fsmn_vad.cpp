@@ -266,6 +266,17 @@ std::vector<double> kv_array(const gguf_context * g, const std::string & key, co
     return out;
 }
 
+// out[:, t] = sum_k w[:, k] * x[:, t + k * dilation] for x [channels, W] (channel-contiguous columns)
+// and w [channels, taps] (a row of channels per tap): ggml_conv_2d_dw_direct on channel-major
+// ("CWHN") views of both, which runs SIMD across the channels; the result [channels, W - span]
+ggml_tensor * depthwise_conv(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, int dilation) {
+    const int64_t ch = x->ne[0], width = x->ne[1], taps = w->ne[1];
+    ggml_tensor * src = ggml_permute(ctx, ggml_reshape_4d(ctx, x, ch, width, 1, 1), 2, 0, 1, 3);  // [W, 1, C, 1]
+    ggml_tensor * knl = ggml_permute(ctx, ggml_reshape_4d(ctx, w, ch, 1, taps, 1), 3, 2, 0, 1);   // [K, 1, 1, C]
+    ggml_tensor * out = ggml_conv_2d_dw_direct(ctx, knl, src, 1, 1, 0, 0, dilation, 1);          // [T, 1, C, 1]
+    return ggml_reshape_2d(ctx, ggml_permute(ctx, out, 1, 2, 0, 3), ch, out->ne[0]);             // [C, T]
+}
+
 int64_t fbank_frames(size_t n, int flen, int shift) {
     return n >= (size_t) flen ? (int64_t) ((n - flen) / shift) + 1 : 0;
 }
@@ -275,6 +286,11 @@ int64_t fbank_frames(size_t n, int flen, int shift) {
 struct model::impl {
     std::string path;
     ggml_context * wctx = nullptr;  // weights, in host memory
+    // the tensors the graph uses, prepared from the file's: widths padded with zeros to multiples of
+    // 16 (ggml's fast f32 matmul, llamafile's sgemm, needs that of the inner dimension; the
+    // extra units are 0 all the way through, so the sums are upstream's)
+    ggml_context * kctx = nullptr;
+    int64_t in_w = 0, proj_w = 0;  // padded input and projection widths
     gguf_context * gctx = nullptr;
     ggml_backend_t backend = nullptr;
     ggml_gallocr_t galloc = nullptr;
@@ -286,10 +302,21 @@ struct model::impl {
     std::vector<layer> layers;
 
     ~impl() {
+        if (kctx) ggml_free(kctx);
         if (galloc) ggml_gallocr_free(galloc);
         if (backend) ggml_backend_free(backend);
         if (gctx) gguf_free(gctx);
         if (wctx) ggml_free(wctx);
+    }
+
+    // the file's [ne0, ne1] tensor in a zero [pad0, pad1] one
+    ggml_tensor * padded(const std::string & name, int64_t ne0, int64_t ne1, int64_t pad0, int64_t pad1) {
+        const ggml_tensor * w = weight(name, ne0, ne1);
+        ggml_tensor * t = ggml_new_tensor_2d(kctx, GGML_TYPE_F32, pad0, pad1);
+        float * dst = (float *) t->data;
+        std::fill(dst, dst + pad0 * pad1, 0.0f);
+        for (int64_t j = 0; j < ne1; ++j) std::copy_n((const float *) w->data + j * ne0, ne0, dst + j * pad0);
+        return t;
     }
 
     ggml_tensor * weight(const std::string & name, int64_t ne0, int64_t ne1) const {
@@ -375,24 +402,42 @@ model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl
     const std::string bad = check_options(o, I);
     if (!bad.empty()) throw std::runtime_error(path + ": " + bad);
 
-    m.in1_w  = m.weight("in_linear1.weight", I.input_dim, I.input_affine_dim);
-    m.in1_b  = m.weight("in_linear1.bias", I.input_affine_dim, 1);
-    m.in2_w  = m.weight("in_linear2.weight", I.input_affine_dim, I.linear_dim);
-    m.in2_b  = m.weight("in_linear2.bias", I.linear_dim, 1);
-    m.out1_w = m.weight("out_linear1.weight", I.linear_dim, I.output_affine_dim);
-    m.out1_b = m.weight("out_linear1.bias", I.output_affine_dim, 1);
-    m.out2_w = m.weight("out_linear2.weight", I.output_affine_dim, I.output_dim);
-    m.out2_b = m.weight("out_linear2.bias", I.output_dim, 1);
+    auto pad16 = [](int64_t n) { return (n + 15) / 16 * 16; };
+    const int64_t Ip = pad16(I.input_dim), A = pad16(I.input_affine_dim), Lw = pad16(I.linear_dim);
+    const int64_t P = pad16(I.proj_dim), OA = pad16(I.output_affine_dim), D = I.output_dim;
+    const int64_t taps = I.lorder + I.rorder;
+    {
+        const int64_t floats = Ip * A + A + A * Lw + Lw + I.fsmn_layers * (Lw * P + taps * P + P * Lw + Lw) + Lw * OA + OA + OA * D + D;
+        const size_t n_tensors = 8 + 5 * (size_t) I.fsmn_layers;
+        ggml_init_params ip{(size_t) floats * sizeof(float) + n_tensors * (ggml_tensor_overhead() + 64), nullptr, false};
+        m.kctx = ggml_init(ip);
+        if (!m.kctx) throw std::runtime_error("FSMN-VAD: out of memory");
+    }
+    m.in_w = Ip;
+    m.proj_w = P;
+    m.in1_w  = m.padded("in_linear1.weight", I.input_dim, I.input_affine_dim, Ip, A);
+    m.in1_b  = m.padded("in_linear1.bias", I.input_affine_dim, 1, A, 1);
+    m.in2_w  = m.padded("in_linear2.weight", I.input_affine_dim, I.linear_dim, A, Lw);
+    m.in2_b  = m.padded("in_linear2.bias", I.linear_dim, 1, Lw, 1);
+    m.out1_w = m.padded("out_linear1.weight", I.linear_dim, I.output_affine_dim, Lw, OA);
+    m.out1_b = m.padded("out_linear1.bias", I.output_affine_dim, 1, OA, 1);
+    m.out2_w = m.padded("out_linear2.weight", I.output_affine_dim, I.output_dim, OA, D);
+    m.out2_b = m.padded("out_linear2.bias", I.output_dim, 1, D, 1);
     for (int l = 0; l < I.fsmn_layers; ++l) {
         const std::string p = "fsmn." + std::to_string(l) + ".";
         impl::layer L{};
-        L.lin   = m.weight(p + "linear.weight", I.linear_dim, I.proj_dim);
-        L.left  = m.weight(p + "conv_left.weight", I.proj_dim, I.lorder);
-        L.right = I.rorder > 0 ? m.weight(p + "conv_right.weight", I.proj_dim, I.rorder) : nullptr;
-        L.aff_w = m.weight(p + "affine.weight", I.proj_dim, I.linear_dim);
-        L.aff_b = m.weight(p + "affine.bias", I.linear_dim, 1);
+        L.lin   = m.padded(p + "linear.weight", I.linear_dim, I.proj_dim, Lw, P);
+        L.left  = m.padded(p + "conv_left.weight", I.proj_dim, I.lorder, P, I.lorder);
+        L.right = I.rorder > 0 ? m.padded(p + "conv_right.weight", I.proj_dim, I.rorder, P, I.rorder) : nullptr;
+        L.aff_w = m.padded(p + "affine.weight", I.proj_dim, I.linear_dim, P, Lw);
+        L.aff_b = m.padded(p + "affine.bias", I.linear_dim, 1, Lw, 1);
         m.layers.push_back(L);
     }
+    // the graph uses only the prepared tensors
+    ggml_free(m.wctx);
+    m.wctx = nullptr;
+    gguf_free(m.gctx);
+    m.gctx = nullptr;
 
     funasr_frontend_params fp;
     fp.window       = I.window;
@@ -434,7 +479,8 @@ void model::run(const float * x, size_t n, double chunk_size_ms, const std::func
     const int64_t n_chunks = (int64_t) n / stride + 1;  // inference(): the last, shorter one is final
     const int64_t F = n_frames(n);
     const int C = (I.lorder - 1) * I.lstride;  // left memory per layer (the streaming cache)
-    std::vector<std::vector<float>> memory(I.fsmn_layers, std::vector<float>((size_t) C * I.proj_dim, 0.0f));
+    const int64_t P = m.proj_w;
+    std::vector<std::vector<float>> memory(I.fsmn_layers, std::vector<float>((size_t) C * P, 0.0f));
 
     std::vector<float> local, feats, post, db;
     int64_t done = 0;  // frames emitted so far
@@ -452,7 +498,10 @@ void model::run(const float * x, size_t n, double chunk_size_ms, const std::func
         const int64_t s0 = std::max<int64_t>(done - pad, 0), s1 = std::min<int64_t>(end + pad, F);
         const size_t a = (size_t) s0 * shift, b = (size_t) (s1 - 1) * shift + flen;
         m.frontend->compute(x + a, b - a, local);
-        feats.assign(local.begin() + (size_t) (done - s0) * I.input_dim, local.begin() + (size_t) (end - s0) * I.input_dim);
+        feats.assign((size_t) T * m.in_w, 0.0f);  // rows padded to the prepared input width
+        for (int64_t t = 0; t < T; ++t) {
+            std::copy_n(local.begin() + (size_t) (done - s0 + t) * I.input_dim, I.input_dim, feats.begin() + (size_t) t * m.in_w);
+        }
 
         // decibels: ComputeDecibel, 10 log10(sum of squares + 1e-6) of each frame's raw samples
         db.resize((size_t) T);
@@ -468,7 +517,7 @@ void model::run(const float * x, size_t n, double chunk_size_ms, const std::func
         ggml_init_params ip{meta, nullptr, true};
         ggml_context * ctx = ggml_init(ip);
         ggml_cgraph * gf = ggml_new_graph(ctx);
-        ggml_tensor * inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, I.input_dim, T);
+        ggml_tensor * inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, m.in_w, T);
         ggml_set_name(inp, "feats");
         ggml_set_input(inp);
         ggml_tensor * h = ggml_add(ctx, ggml_mul_mat(ctx, m.in1_w, inp), m.in1_b);
@@ -477,26 +526,18 @@ void model::run(const float * x, size_t n, double chunk_size_ms, const std::func
         for (int l = 0; l < I.fsmn_layers; ++l) {
             const impl::layer & L = m.layers[l];
             ggml_tensor * x1 = ggml_mul_mat(ctx, L.lin, h);  // [proj, T]
-            ggml_tensor * mem = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, I.proj_dim, C);
+            ggml_tensor * mem = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, P, C);
             ggml_set_input(mem);
             mem_in.push_back(mem);
             ggml_tensor * xc = ggml_concat(ctx, mem, x1, 1);  // [proj, C + T]: the left memory, then the chunk
             // FSMNBlock: x + the depthwise left conv (lorder taps, dilation lstride) + the right one
-            ggml_tensor * y = x1;
-            for (int k = 0; k < I.lorder; ++k) {
-                ggml_tensor * v = ggml_view_2d(ctx, xc, I.proj_dim, T, xc->nb[1], (size_t) k * I.lstride * xc->nb[1]);
-                ggml_tensor * w = ggml_view_2d(ctx, L.left, I.proj_dim, 1, L.left->nb[1], (size_t) k * L.left->nb[1]);
-                y = ggml_add(ctx, y, ggml_mul(ctx, v, w));
-            }
+            ggml_tensor * y = ggml_add(ctx, x1, depthwise_conv(ctx, xc, L.left, I.lstride));
             if (L.right) {  // y_right[t] = sum_k w[k] x[t + (k + 1) rstride], zeros past the chunk (as upstream)
                 ggml_tensor * xr = ggml_pad(ctx, x1, 0, I.rorder * I.rstride, 0, 0);
-                for (int k = 0; k < I.rorder; ++k) {
-                    ggml_tensor * v = ggml_view_2d(ctx, xr, I.proj_dim, T, xr->nb[1], (size_t) (k + 1) * I.rstride * xr->nb[1]);
-                    ggml_tensor * w = ggml_view_2d(ctx, L.right, I.proj_dim, 1, L.right->nb[1], (size_t) k * L.right->nb[1]);
-                    y = ggml_add(ctx, y, ggml_mul(ctx, v, w));
-                }
+                xr = ggml_view_2d(ctx, xr, P, T + (int64_t) (I.rorder - 1) * I.rstride, xr->nb[1], (size_t) I.rstride * xr->nb[1]);
+                y = ggml_add(ctx, y, depthwise_conv(ctx, xr, L.right, I.rstride));
             }
-            ggml_tensor * next = ggml_cont(ctx, ggml_view_2d(ctx, xc, I.proj_dim, C, xc->nb[1], (size_t) T * xc->nb[1]));
+            ggml_tensor * next = ggml_cont(ctx, ggml_view_2d(ctx, xc, P, C, xc->nb[1], (size_t) T * xc->nb[1]));
             ggml_set_output(next);
             mem_out.push_back(next);
             ggml_build_forward_expand(gf, next);
