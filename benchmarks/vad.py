@@ -61,7 +61,7 @@ def conversation(work: Path, seconds: float) -> Path:
         n += len(parts[-1]) + len(parts[-2])
         k += 1
     x = 0.8 * np.concatenate(parts)[:need]
-    x = x + (3e-4 * np.random.default_rng(0).standard_normal(need)).astype(np.float32)
+    x = x + (1e-4 * np.random.default_rng(0).standard_normal(need)).astype(np.float32)
     write_wav16k(path, x)
     return path
 

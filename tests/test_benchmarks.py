@@ -83,3 +83,19 @@ def test_timestamps_tiny_smoke(tmp_path):
     md = (out / "timestamps.md").read_text()
     assert "word timestamps" in md
     assert (out / "timestamps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vad_quick_smoke(tmp_path):
+    """benchmarks/vad.py --quick (FSMN-VAD ours vs upstream, fsmn vs energy, the long-file run) runs end to end."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "vad.py"), "--quick", "--work", str(tmp_path),
+                           "--out", str(out), "--runs", "1"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "vad.json").read_text())
+    ours = [r for r in res["vad"] if r["who"] == "funasr-cpp"]
+    theirs = [r for r in res["vad"] if r["who"] != "funasr-cpp"]
+    assert ours and theirs and all(a["segments"] == b["segments"] for a, b in zip(ours, theirs))  # same segments
+    modes = {r["mode"] for r in res["e2e_5min"]["runs"]}
+    assert modes == {"fsmn", "energy"} and res["e2e_hour"]["peak_rss_mb"] > 0
+    assert "VAD alone" in (out / "vad.md").read_text()
+    assert (out / "vad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

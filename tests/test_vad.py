@@ -370,3 +370,11 @@ def test_cli_vad(e2e, soft_gguf, soft_release, vad, vad_release, tmp_path):
                   str(e2e["wav"]))
     assert out.returncode == 1 and "not a VAD model" in out.stderr, out.stderr
     assert os.path.isdir(vad_release)
+
+
+def test_info_shows_the_vad_gguf(vad):
+    from funasr_cpp import model_info
+
+    info = model_info(vad.path)
+    assert info["file"] == "fsmn-vad" and info["encoder.lorder"] == 20
+    assert info["options.max_end_silence_time"] == MODEL_CONF["max_end_silence_time"]

@@ -8,6 +8,7 @@ from ._system import SystemInfo, model_info, system_info
 from .llm import quantize
 from .model import Model, Segment, Transcription, transcribe
 from .options import Timings, TranscribeOptions
+from .vad import FsmnVad, VadOptions
 
 _core.init(str(Path(__file__).resolve().parent / "lib"))
 
@@ -21,5 +22,5 @@ def set_verbose(verbose: bool = True) -> None:
     _core.set_verbose(bool(verbose))
 
 
-__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "Model", "draft", "formats", "Segment", "SystemInfo", "Timings",
-           "Transcription", "TranscribeOptions", "model_info", "quantize", "set_verbose", "system_info", "transcribe"]
+__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "FsmnVad", "Model", "draft", "formats", "Segment", "SystemInfo", "Timings",
+           "Transcription", "TranscribeOptions", "VadOptions", "model_info", "quantize", "set_verbose", "system_info", "transcribe"]

@@ -43,7 +43,8 @@ def system_info() -> SystemInfo:
 
 def model_info(path: str | os.PathLike) -> dict:
     """Architecture and sizes of a GGUF LLM (reads metadata and vocabulary only), or, for a
-    funasr mmproj, its provenance and the frontend/encoder/adaptor settings it records.
+    funasr mmproj, its provenance and the frontend/encoder/adaptor settings it records, or, for
+    an FSMN-VAD GGUF, its sizes and options.
 
     Raises FileNotFoundError for a missing file and ValueError for a file that
     is not a loadable GGUF model; both messages name the path.
@@ -74,6 +75,12 @@ def _mmproj_info(path: str):
     except Exception:  # missing, unreadable or not GGUF: _core names the problem
         return None
     arch = reader.get_field("general.architecture")
+    if arch is not None and arch.contents() == "fsmn_vad":
+        info = {"file": "fsmn-vad"}
+        for field in reader.fields.values():
+            if field.name.startswith("fsmn_vad.") and not field.name.startswith("fsmn_vad.frontend.cmvn"):
+                info[field.name.split(".", 1)[1]] = field.contents()
+        return info
     if arch is None or arch.contents() != "clip":
         return None
     info = {"file": "mmproj"}
