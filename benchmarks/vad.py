@@ -38,6 +38,10 @@ PAUSES = [0.4, 2.5, 0.8, 3.0, 0.3, 1.5]  # seconds after each sentence, cycling
 
 
 def peak_rss_mb() -> float:
+    """VmHWM: this process's own peak (ru_maxrss carries the parent's peak over fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -121,8 +125,10 @@ def child_e2e(spec: dict) -> dict:
     from funasr_cpp import Model
 
     model = Model(spec["llm"], spec["mmproj"], n_threads=spec["threads"], vad_model=spec["gguf"])
-    opts = dict(max_new_tokens=spec["tokens"], ignore_eos=True, ctc_draft=False, repetition_guard=False,
-                max_tokens_per_second=None)
+    # end of turn ignored; the budget follows the segment's length (20 + tokens_per_second x seconds),
+    # as real answers do, so that cutting into more or fewer segments is compared on equal text
+    opts = dict(max_new_tokens=512, max_tokens_per_second=spec["tokens_per_second"], ignore_eos=True,
+                ctc_draft=False, repetition_guard=False)
     base = peak_rss_mb()
     runs = []
     for mode in spec["modes"] * spec["runs"]:  # alternating
@@ -166,11 +172,12 @@ def render(res: dict) -> str:
     e = res.get("e2e_5min")
     if e:
         lines += ["", f"The 5-minute file end to end ({e['setup']}):", "",
-                  "| segmentation | segments | speech s | VAD ms | total ms | encode ms | decode ms |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| segmentation | segments | speech s | generated tokens | VAD ms | total ms | encode ms | decode ms |",
+                  "|---|---|---|---|---|---|---|---|"]
         for mode in ("fsmn", "energy"):
             runs = [r for r in e["runs"] if r["mode"] == mode]
-            lines.append(f"| {mode} | {runs[0]['segments']} | {runs[0]['speech_s']:.1f} | {med(runs, 'vad_ms'):.0f} | "
+            lines.append(f"| {mode} | {runs[0]['segments']} | {runs[0]['speech_s']:.1f} | {runs[0]['n_generated_tokens']} | "
+                         f"{med(runs, 'vad_ms'):.0f} | "
                          f"{med(runs, 'total_ms'):.0f} | {med(runs, 'encode_ms'):.0f} | {med(runs, 'decode_ms'):.0f} |")
     h = res.get("e2e_hour")
     if h:
@@ -242,17 +249,17 @@ def main() -> int:
     files = workloads.gguf_files(asr, args.work / "gguf", ["q8_0"], [mm_type])
     five = conversation(args.work, 120 if args.quick else 300)
     spec = {"llm": str(files["llm", "q8_0"]), "mmproj": str(files["mmproj", mm_type]), "gguf": str(gguf),
-            "threads": 2, "tokens": 64, "audio": str(five), "modes": ["fsmn", "energy"], "runs": 2}
+            "threads": 2, "tokens_per_second": 4.0, "audio": str(five), "modes": ["fsmn", "energy"], "runs": 2}
     log(f"end to end, {five.name}, fsmn vs energy")
     res["e2e_5min"] = {"setup": f"{'tiny' if args.quick else 'real-shape'} model, q8_0 LLM, {mm_type} mmproj, "
-                                f"2 threads, 64 tokens per segment, medians of 2 alternating runs",
+                                f"2 threads, 20 + 4 tokens per second of segment (end of turn ignored), medians of 2 alternating runs",
                        **run_child("e2e", spec)}
     tiny = workloads.release_folder(args.work, full=False)
     tfiles = workloads.gguf_files(tiny, args.work / "gguf", ["q8_0"], ["f16"])
     log(f"end to end, {hour.name}, tiny model")
-    res["e2e_hour"] = {"setup": "tiny test model, 2 threads, 16 tokens per segment",
+    res["e2e_hour"] = {"setup": "tiny test model, 2 threads, 20 + 1 tokens per second of segment",
                        **run_child("e2e", dict(spec, llm=str(tfiles["llm", "q8_0"]), mmproj=str(tfiles["mmproj", "f16"]),
-                                               audio=str(hour), modes=["fsmn"], runs=1, tokens=16))}
+                                               audio=str(hour), modes=["fsmn"], runs=1, tokens_per_second=1.0))}
     (args.out / "vad.json").write_text(json.dumps(res, indent=1))
     (args.out / "vad.md").write_text(render(res))
     chart(res, args.out / "vad.png")

@@ -98,6 +98,32 @@ py::dict options_dict(const funasr_vad::options & o) {
     return d;
 }
 
+// samples without a copy when they are already 1-D C-contiguous float32 (an hour is 230 MB),
+// else converted by float_samples; `keep` holds what `data` points into
+struct samples_view {
+    py::object keep;
+    std::vector<float> copy;
+    const float * data = nullptr;
+    size_t size = 0;
+};
+
+samples_view view_samples(const py::object & obj) {
+    samples_view v;
+    if (py::isinstance<py::array>(obj)) {
+        auto a = py::reinterpret_borrow<py::array>(obj);
+        if (a.ndim() == 1 && a.dtype().is(py::dtype::of<float>()) && (a.flags() & py::array::c_style)) {
+            v.keep = obj;
+            v.data = static_cast<const float *>(a.data());
+            v.size = (size_t) a.shape(0);
+            return v;
+        }
+    }
+    v.copy = funasr_py::float_samples(obj, "samples");
+    v.data = v.copy.data();
+    v.size = v.copy.size();
+    return v;
+}
+
 py::list segment_list(const std::vector<funasr_vad::segment> & segs) {
     py::list out;
     for (const auto & s : segs) out.append(py::make_tuple(s.start_ms, s.end_ms));
@@ -138,12 +164,12 @@ public:
 
     py::list segments(const py::object & samples_obj, const py::dict & opts) {
         const funasr_vad::options o = make_options(model_->info(), opts);
-        const std::vector<float> x = funasr_py::float_samples(samples_obj, "samples");
+        const samples_view x = view_samples(samples_obj);
         std::vector<funasr_vad::segment> segs;
         {
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(mu_);
-            segs = model_->segments(x.data(), x.size(), o);
+            segs = model_->segments(x.data, x.size, o);
         }
         return segment_list(segs);
     }

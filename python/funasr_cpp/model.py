@@ -85,12 +85,23 @@ class _Pending:
 
 @dataclass
 class _Call:
-    """One input on its way through the engine."""
+    """One input on its way through the engine: its segments are submitted a window at a time
+    (``submit_more``), so a long file holds the samples of a few segments in the engine, not a
+    second copy of the whole recording."""
     options: TranscribeOptions
     total: float
     wall0: float
     vad_ms: float = 0.0
-    pending: list = field(default_factory=list)
+    pending: list = field(default_factory=list)    # submitted, in time order
+    todo: deque = field(default_factory=deque)     # (index, start, end) still to submit
+    submit: Any = None                             # (index, start, end) -> _Pending
+
+    def submit_more(self, window: int, waited: int) -> None:
+        """Keep up to `window` segments submitted beyond the `waited` ones already collected."""
+        while self.todo and len(self.pending) - waited < window:
+            self.pending.append(self.submit(*self.todo.popleft()))
+        if not self.todo:
+            self.submit = None  # drops the samples
 
 
 class Model:
@@ -274,15 +285,24 @@ class Model:
         vad_ms = (time.perf_counter() - t_vad) * 1000.0
         spans = [(a, b) for a, b in spans if b - a >= MIN_SAMPLES]
         prompt = build_prompt(opts.language, opts.itn, opts.hotwords)
-        call = _Call(opts, total, wall0, vad_ms)
-        for k, (a, b) in enumerate(spans):
+
+        def submit(k: int, a: int, b: int) -> _Pending:
             budget = opts.token_budget((b - a) / SAMPLE_RATE)
             ids = draft_tokens(self._asr, draft, k, a / SAMPLE_RATE, b / SAMPLE_RATE, x[a:b])
             job = self._asr.submit(x[a:b], prompt, max_new_tokens=budget, ignore_eos=opts.ignore_eos,
                                    draft=ids, draft_max=opts.draft_max, ctc=opts.word_timestamps,
                                    ctc_draft=opts.ctc_draft and self.has_ctc)
-            call.pending.append(_Pending(job, a, b, budget))
+            return _Pending(job, a, b, budget)
+
+        call = _Call(opts, total, wall0, vad_ms, todo=deque((k, a, b) for k, (a, b) in enumerate(spans)),
+                     submit=submit)
+        call.submit_more(self._window, 0)
         return call
+
+    @property
+    def _window(self) -> int:
+        """Segments of one call kept submitted: enough to fill the batch twice."""
+        return 2 * self.n_parallel
 
     def _vad_mode(self, opts: TranscribeOptions) -> Optional[str]:
         if opts.vad == "auto":
@@ -312,8 +332,12 @@ class Model:
         ctc_texts: list[str] = []
         done = -1.0
         try:
-            for p in call.pending:
+            i = 0
+            while i < len(call.pending):
+                p = call.pending[i]
                 gen = p.job.result()
+                i += 1
+                call.submit_more(self._window, i)
                 tokens, cut = list(gen.tokens), False
                 if call.options.repetition_guard:  # a segment that ran out of budget may be a runaway loop
                     tokens, cut = cut_repetition(tokens, p.budget)
@@ -327,6 +351,8 @@ class Model:
                     done = p.end / SAMPLE_RATE
                     progress(done, call.total)
         finally:
+            call.todo.clear()
+            call.submit = None
             for p in call.pending:  # after a failure: the rest are not decoded for nothing
                 p.job.cancel()
         if progress is not None and done < call.total:

@@ -164,8 +164,10 @@ class FsmnVad:
 
 def _samples(audio: Any, sample_rate: Optional[int]) -> np.ndarray:
     if isinstance(audio, np.ndarray) and sample_rate in (None, SAMPLE_RATE) and audio.ndim == 1 \
-            and audio.dtype == np.float32:
-        return audio
+            and audio.dtype == np.float32:  # 16 kHz samples as they are (the native side reads them in place)
+        if audio.size and not np.isfinite(audio).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        return np.ascontiguousarray(audio)
     return load_audio(audio, sample_rate=SAMPLE_RATE if isinstance(audio, np.ndarray) and sample_rate is None
                       else sample_rate)
 
