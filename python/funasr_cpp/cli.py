@@ -168,6 +168,40 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .hub import DEFAULT_MODEL, resolve_vad_model
+    from .model import Model
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+        import python_multipart  # noqa: F401
+    except ImportError as e:
+        print(f"error: the server needs its extra: pip install 'funasr-cpp[server]' ({e})", file=sys.stderr)
+        return 1
+    if bool(args.llm) != bool(args.mmproj) or (args.llm and args.model):
+        print("error: give --model, or --llm with --mmproj", file=sys.stderr)
+        return 2
+    load = dict(n_threads=args.threads, n_gpu_layers=0 if args.cpu else -1, use_gpu=not args.cpu,
+                n_parallel=args.parallel)
+    try:
+        vad_model = resolve_vad_model(args.vad_model, hub=args.hub) if args.vad_model else None
+        if args.llm:
+            model = Model(args.llm, args.mmproj, vad_model=vad_model, **load)
+        else:
+            model = Model.from_pretrained(args.model or DEFAULT_MODEL, hub=args.hub, vad_model=vad_model, **load)
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from .server import serve
+
+    with model:
+        serve(model, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
+              max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
+              request_timeout=args.request_timeout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import funasr_cpp
     from .options import TranscribeOptions
@@ -261,6 +295,33 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--progress", action="store_true",
                      help="show the progress bar on stderr even when it is not a terminal")
     tr.set_defaults(func=_cmd_transcribe)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible transcription server (POST /v1/audio/transcriptions)",
+                        description="Serve POST /v1/audio/transcriptions (OpenAI's API), GET /v1/models, /health and "
+                                    "/metrics with one model; concurrent requests are decoded together. Needs the "
+                                    "server extra: pip install 'funasr-cpp[server]'.")
+    sv.add_argument("--model", "-m", default=None, metavar="SRC",
+                    help="as for transcribe (default: FunAudioLLM/Fun-ASR-Nano-2512)")
+    sv.add_argument("--llm", metavar="X.gguf", help="LLM GGUF (with --mmproj)")
+    sv.add_argument("--mmproj", metavar="Y.gguf", help="mmproj GGUF (with --llm)")
+    sv.add_argument("--vad-model", default=None, metavar="SRC", help="FSMN-VAD, as for transcribe")
+    sv.add_argument("--hub", choices=["huggingface", "modelscope"], default="huggingface")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY")
+    sv.add_argument("--model-name", default="fun-asr-nano", help="the id /v1/models reports (default fun-asr-nano)")
+    sv.add_argument("--max-concurrency", type=int, default=4, metavar="N",
+                    help="requests transcribing at once (default 4; their segments share the batch)")
+    sv.add_argument("--max-queue", type=int, default=16, metavar="Q",
+                    help="requests waiting beyond those; more get 503 with Retry-After (default 16)")
+    sv.add_argument("--max-upload-mb", type=float, default=100.0, metavar="M",
+                    help="largest upload, checked as it streams in (default 100)")
+    sv.add_argument("--request-timeout", type=float, default=600.0, metavar="S",
+                    help="a request running longer is ended with 504 (default 600)")
+    sv.add_argument("--threads", "-t", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    sv.add_argument("--parallel", "-np", type=int, default=8, metavar="N", help="segments decoded together (default 8)")
+    sv.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
+    sv.set_defaults(func=_cmd_serve)
     return ap
 
 

@@ -327,39 +327,24 @@ class Model:
 
     def _finish(self, call: _Call, progress: Optional[ProgressCallback] = None) -> Transcription:
         """Wait for the call's segments in order (the waiting thread decodes every job meanwhile)."""
-        timings = Timings(load_ms=self.load_ms, vad_ms=call.vad_ms)
-        segments: list[Segment] = []
-        ctc_texts: list[str] = []
-        done = -1.0
-        try:
-            i = 0
-            while i < len(call.pending):
-                p = call.pending[i]
-                gen = p.job.result()
-                i += 1
-                call.submit_more(self._window, i)
-                tokens, cut = list(gen.tokens), False
-                if call.options.repetition_guard:  # a segment that ran out of budget may be a runaway loop
-                    tokens, cut = cut_repetition(tokens, p.budget)
-                text = postprocess(self._asr.detokenize(tokens))
-                timings.add(gen)
-                seg = Segment(p.start / SAMPLE_RATE, p.end / SAMPLE_RATE, text, tokens, cut)
-                if gen.ctc_best:
-                    ctc_texts.append(self._segment_ctc(seg, gen, call.options, timings))
-                segments.append(seg)
-                if progress is not None:
-                    done = p.end / SAMPLE_RATE
-                    progress(done, call.total)
-        finally:
-            call.todo.clear()
-            call.submit = None
-            for p in call.pending:  # after a failure: the rest are not decoded for nothing
-                p.job.cancel()
-        if progress is not None and done < call.total:
+        pending = PendingTranscription(self, call)
+        for seg in pending.segments():
+            if progress is not None:
+                progress(seg.end, call.total)
+        if progress is not None and (not pending.done_segments or pending.done_segments[-1].end < call.total):
             progress(call.total, call.total)
-        timings.finish((time.perf_counter() - call.wall0) * 1000.0, call.total)
-        return Transcription(_join_texts(s.text for s in segments), segments, call.options.language,
-                             call.total, timings, _join_texts(ctc_texts) if ctc_texts else None)
+        return pending.result()
+
+    def start(self, audio: AudioInput, options: Optional[TranscribeOptions] = None, *,
+              sample_rate: Optional[int] = None, draft: Optional[DraftSource] = None,
+              **overrides: Any) -> "PendingTranscription":
+        """``transcribe`` in two halves: the audio is read, segmented and submitted now; the
+        returned :class:`PendingTranscription` yields the segments as they are done
+        (``segments()``), gives the result (``result()``) and can be cancelled (``cancel()``),
+        e.g. by a server whose client went away."""
+        opts = TranscribeOptions.build(options, **overrides)
+        self._check_open()
+        return PendingTranscription(self, self._start(audio, opts, sample_rate, draft))
 
     def _segment_ctc(self, seg: Segment, gen: Any, opts: TranscribeOptions, timings: Timings) -> str:
         """The segment's CTC text; with word_timestamps its words (upstream's ``timestamps``)."""
@@ -383,6 +368,71 @@ class Model:
             if not return_exceptions:
                 raise
             return e
+
+
+class PendingTranscription:
+    """A transcription submitted to the engine (:meth:`Model.start`). ``segments()`` decodes (in
+    the calling thread, with every other job of the batch) and yields each :class:`Segment` in
+    time order as it is done; ``result()`` finishes and returns the :class:`Transcription`;
+    ``cancel()``, from any thread, stops what is not done (``result()`` then raises RuntimeError)."""
+
+    def __init__(self, model: Model, call: _Call):
+        self._model, self._call = model, call
+        self._timings = Timings(load_ms=model.load_ms, vad_ms=call.vad_ms)
+        self._ctc_texts: list[str] = []
+        self._cancelled = False
+        self._result: Optional[Transcription] = None
+        self.done_segments: list[Segment] = []
+        self.duration = call.total
+
+    @property
+    def finished(self) -> bool:
+        """result() has returned."""
+        return self._result is not None
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.todo.clear()
+        for p in list(self._call.pending):
+            p.job.cancel()
+
+    def segments(self) -> Iterator[Segment]:
+        call, model = self._call, self._model
+        try:
+            i = len(self.done_segments)
+            while i < len(call.pending):
+                p = call.pending[i]
+                gen = p.job.result()
+                i += 1
+                if self._cancelled:
+                    raise RuntimeError("the transcription was cancelled")
+                call.submit_more(model._window, i)
+                tokens, cut = list(gen.tokens), False
+                if call.options.repetition_guard:  # a segment that ran out of budget may be a runaway loop
+                    tokens, cut = cut_repetition(tokens, p.budget)
+                text = postprocess(model._asr.detokenize(tokens))
+                self._timings.add(gen)
+                seg = Segment(p.start / SAMPLE_RATE, p.end / SAMPLE_RATE, text, tokens, cut)
+                if gen.ctc_best:
+                    self._ctc_texts.append(model._segment_ctc(seg, gen, call.options, self._timings))
+                self.done_segments.append(seg)
+                yield seg
+        except BaseException:
+            self.cancel()  # after a failure: the rest are not decoded for nothing
+            raise
+        finally:
+            if len(self.done_segments) == len(call.pending):
+                call.submit = None
+
+    def result(self) -> Transcription:
+        if self._result is None:
+            for _ in self.segments():
+                pass
+            call, segs = self._call, self.done_segments
+            self._timings.finish((time.perf_counter() - call.wall0) * 1000.0, call.total)
+            self._result = Transcription(_join_texts(s.text for s in segs), segs, call.options.language, call.total,
+                                         self._timings, _join_texts(self._ctc_texts) if self._ctc_texts else None)
+        return self._result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,4 +472,4 @@ def transcribe(audio: AudioInput, model: Union[Model, str, os.PathLike] = DEFAUL
     return m.transcribe(audio, opts, sample_rate=sample_rate, progress=progress, draft=draft)
 
 
-__all__ = ["Model", "Segment", "Transcription", "Word", "get_model", "transcribe"]
+__all__ = ["Model", "PendingTranscription", "Segment", "Transcription", "Word", "get_model", "transcribe"]
