@@ -269,3 +269,41 @@ def test_upload_limit_api_key_and_disconnect(model, speech_wavs):
         assert "401" in metrics and "413" in metrics
     finally:
         s.stop()
+
+
+def test_cli_serve(soft_gguf, model, speech_wavs):
+    import subprocess
+    import sys
+
+    import httpx
+
+    llm, mmproj = soft_gguf
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "funasr_cpp.cli", "serve", "--llm", str(llm), "--mmproj", str(mmproj),
+                             "--port", str(port), "--threads", "1", "--api-key", "k"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+            time.sleep(0.2)
+        wav = speech_wavs["speech-en"]
+        with open(wav, "rb") as f:
+            r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", f, "audio/wav")},
+                           data={"model": "fun-asr-nano", "response_format": "text"},
+                           headers={"authorization": "Bearer k"}, timeout=120)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        with Model(llm, mmproj, n_threads=1) as same:  # the CLI's load options
+            assert r.text.strip() == same.transcribe(wav).text.strip() != ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    out = subprocess.run([sys.executable, "-m", "funasr_cpp.cli", "serve", "--llm", str(llm)], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "--llm with --mmproj" in out.stderr
