@@ -62,3 +62,72 @@ def test_audio_shorter_than_one_frame(setup, tmp_path):
                           "--audio", str(wav), "-p", "语音转写：<__media__>", "--jinja", "--temp", "0", "-n", "4",
                           "-c", "4096", "-t", "2", "--no-warmup"], capture_output=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------ llama-server
+@pytest.fixture(scope="module")
+def llama_server(setup):
+    """The stock llama-server (patch 0004: Fun-ASR's prompt for /v1/audio/transcriptions) on our pair,
+    with llama-mtmd-cli's settings: f32 KV cache, no flash attention, greedy."""
+    import shutil
+    import socket
+    import time
+
+    import httpx
+
+    from fixtures.cli import scripts_path_env
+
+    _, llm, mmproj, _ = setup
+    env = scripts_path_env()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([shutil.which("llama-server", path=env["PATH"]), "-m", str(llm), "--mmproj", str(mmproj),
+                             "--host", "127.0.0.1", "--port", str(port), "-c", "4096", "-t", "2", "-fa", "off",
+                             "-ctk", "f32", "-ctv", "f32", "--no-warmup", "-np", "1", "--jinja"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() is not None else "slow"
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("language, instruction", [(None, "语音转写："), ("zh", "语音转写成中文："), ("en", "语音转写成英文：")])
+def test_llama_server_uses_fun_asrs_prompt(setup, llama_server, language, instruction):
+    """/v1/audio/transcriptions without a prompt answers as llama-mtmd-cli -p "<instruction><__media__>"."""
+    import httpx
+
+    from fixtures.upstream import MAX_TOKENS
+
+    folder, llm, mmproj, wavs = setup
+    wav = wavs["speech-zh"]
+    data = {"model": "x", "temperature": "0", "max_tokens": str(MAX_TOKENS)}
+    if language:
+        data["language"] = language
+    with open(wav, "rb") as f:
+        r = httpx.post(llama_server + "/v1/audio/transcriptions", files={"file": ("a.wav", f, "audio/wav")}, data=data,
+                       timeout=300)
+    assert r.status_code == 200, r.text
+    cli = mtmd_cli(llm, mmproj, wav, extra=["-p", instruction + "<__media__>"])
+    for special in special_tokens(folder):  # the CLI prints special tokens the random model emits, the server not
+        cli = cli.replace(special.encode(), b"")
+    assert r.json()["text"].strip() == cli.decode("utf-8", errors="replace").strip() != ""
+
+
+def test_llama_server_unknown_language_is_a_400(llama_server, setup):
+    import httpx
+
+    _, _, _, wavs = setup
+    with open(wavs["speech-zh"], "rb") as f:
+        r = httpx.post(llama_server + "/v1/audio/transcriptions", files={"file": ("a.wav", f, "audio/wav")},
+                       data={"model": "x", "language": "klingon"}, timeout=120)
+    assert r.status_code == 400 and "klingon" in r.text

@@ -171,6 +171,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .hub import DEFAULT_MODEL, resolve_vad_model
     from .model import Model
+    from .options import TranscribeOptions
 
     try:
         import starlette  # noqa: F401
@@ -185,6 +186,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     load = dict(n_threads=args.threads, n_gpu_layers=0 if args.cpu else -1, use_gpu=not args.cpu,
                 n_parallel=args.parallel)
     try:
+        options = TranscribeOptions(max_new_tokens=args.max_new_tokens)
         vad_model = resolve_vad_model(args.vad_model, hub=args.hub) if args.vad_model else None
         if args.llm:
             model = Model(args.llm, args.mmproj, vad_model=vad_model, **load)
@@ -198,7 +200,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     with model:
         serve(model, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
               max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
-              request_timeout=args.request_timeout)
+              request_timeout=args.request_timeout, options=options)
     return 0
 
 
@@ -318,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest upload, checked as it streams in (default 100)")
     sv.add_argument("--request-timeout", type=float, default=600.0, metavar="S",
                     help="a request running longer is ended with 504 (default 600)")
+    sv.add_argument("--max-new-tokens", type=int, default=TranscribeOptions.max_new_tokens, metavar="N",
+                    help=f"generated-token limit per segment (default {TranscribeOptions.max_new_tokens})")
     sv.add_argument("--threads", "-t", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     sv.add_argument("--parallel", "-np", type=int, default=8, metavar="N", help="segments decoded together (default 8)")
     sv.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")

@@ -57,13 +57,27 @@ def check_hotwords(hotwords) -> list[str]:
     return list(hotwords)
 
 
+_TRANSCRIBE = "语音转写"
+_TRANSCRIBE_INTO = "语音转写成{language}"
+
+
+def asr_prompt_block() -> str:
+    """The instruction as a server that knows only a language builds it (llama-server's
+    /v1/audio/transcriptions, patched: csrc/funasr_chat.cpp): a Jinja comment the converter puts
+    into the LLM GGUF's chat template. ITN on, no hotwords: upstream's defaults."""
+    lines = ["{#- asr-prompt", "user=" + _TRANSCRIBE + "：", "user_language=" + _TRANSCRIBE_INTO + "："]
+    lines += [f"language={code}={name}" for code, name in LANGUAGES.items()]
+    lines += [f"language={alias}={LANGUAGES[code]}" for alias, code in _ALIASES.items()]
+    return "\n".join(lines) + "\n-#}"
+
+
 def instruction(language: Optional[str] = None, itn: bool = True,
                 hotwords: Optional[Sequence[str]] = None) -> str:
     """The user instruction of upstream ``FunASRNano.get_prompt(hotwords, language, itn)``."""
     words = check_hotwords(hotwords)
     name = normalize_language(language)
     p = _HOTWORD_PREAMBLE + "热词列表：[" + ", ".join(words) + "]\n" if words else ""
-    p += "语音转写" if name is None else "语音转写成" + name
+    p += _TRANSCRIBE if name is None else _TRANSCRIBE_INTO.format(language=name)
     if not itn:
         p += "，不进行文本规整"
     return p + "："
