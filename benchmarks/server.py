@@ -57,11 +57,30 @@ def start(cmd: list, url: str, timeout: float = 300) -> subprocess.Popen:
         time.sleep(0.3)
 
 
-def load(url: str, clips: list, concurrency: int, n: int, extra: dict) -> dict:
+def distinct_clips(work: Path, n: int) -> list:
+    """n different 10 s files (the 10 s speech clip, each with its own faint noise): llama-server
+    caches the encoder output and KV of a media chunk it has seen, so no request may repeat one."""
+    import numpy as np
+    import soundfile as sf
+
+    from fixtures.speech import write_wav16k
+
+    base = sf.read(str(workloads.audio_files(work, [10])[10]), dtype="float32")[0]
+    out = []
+    for i in range(n):
+        path = work / f"server-clip-{i}.wav"
+        if not path.is_file():
+            noise = 1e-3 * np.random.default_rng(i).standard_normal(len(base)).astype(np.float32)
+            write_wav16k(path, base + noise)
+        out.append(path)
+    return out
+
+
+def load(url: str, clips: list, first: int, concurrency: int, n: int, extra: dict) -> dict:
     import httpx
 
     def one(i: int) -> float:
-        path = clips[i % len(clips)]
+        path = clips[first + i] if i >= 0 else clips[-1]
         t0 = time.perf_counter()
         with open(path, "rb") as f:
             r = httpx.post(url + "/v1/audio/transcriptions", files={"file": (path.name, f, "audio/wav")},
@@ -69,7 +88,7 @@ def load(url: str, clips: list, concurrency: int, n: int, extra: dict) -> dict:
         r.raise_for_status()
         return time.perf_counter() - t0
 
-    one(0)  # warm-up
+    one(-1)  # warm-up, on a clip no measured request sends
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         lat = list(pool.map(one, range(n)))
@@ -93,9 +112,9 @@ def main() -> int:
     folder = workloads.release_folder(args.work, full=not args.tiny)
     files = workloads.gguf_files(folder, args.work / "gguf", ["q8_0"], ["f16"])
     llm, mmproj = files["llm", "q8_0"], files["mmproj", "f16"]
-    clips = sorted(args.work.glob("clip-10s-*.wav"))
-    if not clips:
-        clips = [workloads.audio_files(args.work, [10])[10]]
+    n_low = max(4, args.requests // 4)
+    levels = [(1, n_low), (4, args.requests), (8, args.requests)]
+    clips = distinct_clips(args.work, sum(n for _, n in levels) + 1)
     res = {"machine": machine(), "setup": f"{'tiny' if args.tiny else 'real-shape'} model, q8_0 LLM, f16 mmproj, "
                                           f"2 threads, 8 parallel sequences, at most {TOKENS} tokens per request",
            "servers": {}}
@@ -115,8 +134,10 @@ def main() -> int:
         log(f"{name}: starting")
         proc = start(cmd, url)
         try:
-            res["servers"][name] = [load(url, clips, c, args.requests if c > 1 else max(4, args.requests // 4), extra)
-                                    for c in (1, 4, 8)]
+            res["servers"][name], first = [], 0
+            for c, n in levels:  # each level on clips no request sent before
+                res["servers"][name].append(load(url, clips, first, c, n, extra))
+                first += n
             for r in res["servers"][name]:
                 log(f"  c={r['concurrency']}: {r['req_per_s']:.2f} req/s, p50 {r['p50_s']:.2f} s, p95 {r['p95_s']:.2f} s")
         finally:

@@ -10,6 +10,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_script(name: str, tmp_path: Path, *args: str, timeout: float = 900) -> Path:
+    """benchmarks/NAME with --work tmp_path --out tmp_path/out and args; its output folder."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), "--work", str(tmp_path), "--out", str(out),
+                           *args], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 def test_bench_tiny_smoke(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--tiny", "--work", str(tmp_path),
@@ -87,10 +96,7 @@ def test_timestamps_tiny_smoke(tmp_path):
 
 def test_vad_quick_smoke(tmp_path):
     """benchmarks/vad.py --quick (FSMN-VAD ours vs upstream, fsmn vs energy, the long-file run) runs end to end."""
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "vad.py"), "--quick", "--work", str(tmp_path),
-                           "--out", str(out), "--runs", "1"], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_script("vad.py", tmp_path, "--quick", "--runs", "1")
     res = json.loads((out / "vad.json").read_text())
     ours = [r for r in res["vad"] if r["who"] == "funasr-cpp"]
     theirs = [r for r in res["vad"] if r["who"] != "funasr-cpp"]
@@ -99,3 +105,13 @@ def test_vad_quick_smoke(tmp_path):
     assert modes == {"fsmn", "energy"} and res["e2e_hour"]["peak_rss_mb"] > 0
     assert "VAD alone" in (out / "vad.md").read_text()
     assert (out / "vad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_server_tiny_smoke(tmp_path):
+    """benchmarks/server.py --tiny (funasr-cpp serve vs stock llama-server under load) runs end to end."""
+    out = run_script("server.py", tmp_path, "--tiny", "--requests", "4")
+    res = json.loads((out / "server.json").read_text())
+    assert len(res["servers"]) == 2
+    for rows in res["servers"].values():
+        assert [r["concurrency"] for r in rows] == [1, 4, 8] and all(r["req_per_s"] > 0 for r in rows)
+    assert "req/s" in (out / "server.md").read_text()
