@@ -307,3 +307,43 @@ def test_cli_serve(soft_gguf, model, speech_wavs):
     out = subprocess.run([sys.executable, "-m", "funasr_cpp.cli", "serve", "--llm", str(llm)], capture_output=True,
                          text=True)
     assert out.returncode == 2 and "--llm with --mmproj" in out.stderr
+
+
+def test_client_gone_during_transcription_is_cancelled(model, long_wav):
+    """A client that closes its connection while its audio is being decoded: the request is
+    cancelled (its jobs leave the batch, its slot is freed), counted as 499, and the server serves on."""
+    from funasr_cpp import TranscribeOptions
+
+    # 1 s windows of 40 s, 400 tokens each: ~16000 decode tokens, many seconds even on the tiny model
+    slow = TranscribeOptions(vad=None, max_segment_seconds=1.0, ignore_eos=True, max_new_tokens=400,
+                             max_tokens_per_second=None, repetition_guard=False)
+    s = Running(model, max_concurrency=1, max_queue=0, options=slow)
+    try:
+        body = long_wav.read_bytes()
+        head = (b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nx\r\n--b\r\n'
+                b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n')
+        payload = head + body + b"\r\n--b--\r\n"
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:
+            sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: multipart/form-data; boundary=b\r\n"
+                         + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+            deadline = time.time() + 30
+            while s.app.state.metrics.running == 0:  # it is transcribing
+                assert time.time() < deadline
+                time.sleep(0.05)
+        deadline = time.time() + 30
+        while s.app.state.metrics.running:  # cancelled: the slot is free again
+            assert time.time() < deadline, "the request was not cancelled"
+            time.sleep(0.1)
+        assert s.app.state.metrics.requests.get(499) == 1
+        import httpx
+
+        import soundfile as sf
+
+        second = write_wav16k(long_wav.parent / "second.wav", sf.read(str(long_wav), dtype="float32")[0][:16000])
+        with open(second, "rb") as f:  # one slot, no queue: served only if the slot was freed
+            r = httpx.post(s.url + "/v1/audio/transcriptions", files={"file": ("a.wav", f, "audio/wav")},
+                           data={"model": "x"}, timeout=120)
+        assert r.status_code == 200 and r.json()["text"], r.text
+    finally:
+        s.stop()

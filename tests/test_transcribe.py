@@ -432,3 +432,11 @@ def test_auto_mmproj_type_follows_the_cpu(setup, tmp_path):
     assert default_mmproj_type() == want
     with Model.from_pretrained(setup["folder"], cache_dir=tmp_path, llm_type="f32", **LOAD) as m:
         assert m.mmproj_path.name.endswith(f"-{want}.gguf")
+
+
+@pytest.mark.parametrize("mode", ["energy", None])
+def test_the_shortest_segment_limit(model, long_wav, mode):
+    """max_segment_seconds=1 (the smallest allowed) cuts into pieces of at most 1 s in both modes."""
+    wav, _ = long_wav
+    res = model.transcribe(wav, max_new_tokens=2, vad=mode, max_segment_seconds=1.0)
+    assert len(res.segments) >= 170 and all(s.end - s.start <= 1.0 + 1e-9 for s in res.segments)

@@ -323,7 +323,9 @@ class Model:
             return self.vad.sample_spans(x, vo)
         if x.size <= opts.max_segment_seconds * SAMPLE_RATE:
             return [(0, x.size)]
-        return split_utterances(x, max_seconds=opts.max_segment_seconds, mode="silence" if mode == "energy" else "fixed")
+        # cuts keep 1 s before and after them where the limit allows (max_segment_seconds may be 1)
+        return split_utterances(x, max_seconds=opts.max_segment_seconds, min_seconds=min(1.0, opts.max_segment_seconds / 2),
+                                mode="silence" if mode == "energy" else "fixed")
 
     def _finish(self, call: _Call, progress: Optional[ProgressCallback] = None) -> Transcription:
         """Wait for the call's segments in order (the waiting thread decodes every job meanwhile)."""
