@@ -4,8 +4,6 @@
 // posteriors give the same segments.
 #include "fsmn_vad.h"
 
-#include "funasr.h"
-
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml.h"
@@ -349,15 +347,16 @@ model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl
     }
     model_info & I = info_;
     auto u = [&](const char * k) { return (int) kv_num(g, std::string("fsmn_vad.") + k, path); };
-    I.sample_rate  = u("frontend.sample_rate");
-    I.window       = kv_str(g, "fsmn_vad.frontend.window", path);
-    I.n_mels       = u("frontend.n_mels");
-    I.frame_length = u("frontend.frame_length");
-    I.frame_shift  = u("frontend.frame_shift");
-    I.lfr_m        = u("frontend.lfr_m");
-    I.lfr_n        = u("frontend.lfr_n");
-    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_shift", path, false)) I.cmvn_shift.push_back((float) v);
-    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_scale", path, false)) I.cmvn_scale.push_back((float) v);
+    funasr_frontend_params & fe = I.frontend;
+    fe.sample_rate  = u("frontend.sample_rate");
+    fe.window       = kv_str(g, "fsmn_vad.frontend.window", path);
+    fe.n_mels       = u("frontend.n_mels");
+    fe.frame_length = u("frontend.frame_length");
+    fe.frame_shift  = u("frontend.frame_shift");
+    fe.lfr_m        = u("frontend.lfr_m");
+    fe.lfr_n        = u("frontend.lfr_n");
+    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_shift", path, false)) fe.cmvn_shift.push_back((float) v);
+    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_scale", path, false)) fe.cmvn_scale.push_back((float) v);
     I.input_dim         = u("encoder.input_dim");
     I.input_affine_dim  = u("encoder.input_affine_dim");
     I.fsmn_layers       = u("encoder.fsmn_layers");
@@ -370,33 +369,21 @@ model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl
     I.output_affine_dim = u("encoder.output_affine_dim");
     I.output_dim        = u("encoder.output_dim");
     I.use_softmax       = u("encoder.use_softmax") != 0;
-    if (I.sample_rate != 16000 || I.lfr_n != 1 || I.lfr_m % 2 == 0 || I.input_dim != I.n_mels * I.lfr_m ||
+    if (fe.sample_rate != 16000 || fe.lfr_n != 1 || fe.lfr_m % 2 == 0 || I.input_dim != fe.n_mels * fe.lfr_m ||
         I.lorder < 2 || I.lstride < 1 || (I.rorder > 0 && I.rstride < 1) || I.fsmn_layers < 1) {
         throw std::runtime_error(path + ": frontend/encoder values this runtime cannot run (see converters/vad_gguf.py)");
     }
 
     options & o = I.defaults;
     auto d = [&](const char * k) { return kv_num(g, std::string("fsmn_vad.options.") + k, path); };
+    for (const number_option & n : number_options()) o.*n.field = d(n.name);
     o.detect_mode                  = (int) d("detect_mode");
-    o.max_end_silence_time         = d("max_end_silence_time");
-    o.max_start_silence_time       = d("max_start_silence_time");
-    o.window_size_ms               = d("window_size_ms");
-    o.sil_to_speech_time_thres     = d("sil_to_speech_time_thres");
-    o.speech_to_sil_time_thres     = d("speech_to_sil_time_thres");
-    o.speech_2_noise_ratio         = d("speech_2_noise_ratio");
-    o.do_extend                    = d("do_extend") != 0;
-    o.lookback_time_start_point    = d("lookback_time_start_point");
-    o.lookahead_time_end_point     = d("lookahead_time_end_point");
-    o.max_single_segment_time      = d("max_single_segment_time");
-    o.snr_thres                    = d("snr_thres");
     o.noise_frame_num_used_for_snr = (int) d("noise_frame_num_used_for_snr");
-    o.decibel_thres                = d("decibel_thres");
-    o.speech_noise_thres           = d("speech_noise_thres");
-    o.fe_prior_thres               = d("fe_prior_thres");
+    o.do_extend                    = d("do_extend") != 0;
     o.frame_in_ms                  = d("frame_in_ms");
     o.sil_pdf_ids.clear();
     for (double v : kv_array(g, "fsmn_vad.options.sil_pdf_ids", path, true)) o.sil_pdf_ids.push_back((int) v);
-    if (o.frame_in_ms * I.sample_rate / 1000 != I.frame_shift) {
+    if (o.frame_in_ms * fe.sample_rate / 1000 != fe.frame_shift) {
         throw std::runtime_error(path + ": options.frame_in_ms does not match the frontend's frame shift");
     }
     const std::string bad = check_options(o, I);
@@ -439,18 +426,8 @@ model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl
     gguf_free(m.gctx);
     m.gctx = nullptr;
 
-    funasr_frontend_params fp;
-    fp.window       = I.window;
-    fp.sample_rate  = I.sample_rate;
-    fp.n_mels       = I.n_mels;
-    fp.frame_length = I.frame_length;
-    fp.frame_shift  = I.frame_shift;
-    fp.lfr_m        = I.lfr_m;
-    fp.lfr_n        = I.lfr_n;
-    fp.cmvn_shift   = I.cmvn_shift;
-    fp.cmvn_scale   = I.cmvn_scale;
     try {
-        m.frontend = std::make_unique<funasr_frontend>(fp);
+        m.frontend = std::make_unique<funasr_frontend>(fe);
     } catch (const std::invalid_argument & e) {
         throw std::runtime_error(path + ": " + e.what());
     }
@@ -466,15 +443,16 @@ model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl
 model::~model() = default;
 
 int64_t model::n_frames(size_t n_samples) const {
-    return fbank_frames(n_samples, info_.frame_length, info_.frame_shift);
+    return fbank_frames(n_samples, info_.frontend.frame_length, info_.frontend.frame_shift);
 }
 
 void model::run(const float * x, size_t n, double chunk_size_ms, const std::function<void(int64_t)> & before_chunk,
                 const chunk_fn & on_chunk) {
     impl & m = *p_;
     const model_info & I = info_;
-    const int flen = I.frame_length, shift = I.frame_shift, pad = (I.lfr_m - 1) / 2;
-    const int64_t stride = (int64_t) (chunk_size_ms * I.sample_rate / 1000);
+    const funasr_frontend_params & fe = I.frontend;
+    const int flen = fe.frame_length, shift = fe.frame_shift, pad = (fe.lfr_m - 1) / 2;
+    const int64_t stride = (int64_t) (chunk_size_ms * fe.sample_rate / 1000);
     if (stride <= 0) throw std::invalid_argument("chunk_size_ms must be positive");
     const int64_t n_chunks = (int64_t) n / stride + 1;  // inference(): the last, shorter one is final
     const int64_t F = n_frames(n);
@@ -489,7 +467,7 @@ void model::run(const float * x, size_t n, double chunk_size_ms, const std::func
         const bool final = i == n_chunks - 1;
         // WavFrontendOnline emits an LFR frame once its whole window has arrived: all frames so far
         // but the last lfr_m - 1 - pad, and at the end all of them (the window padded by the last frame)
-        const int64_t end = final ? F : std::max(done, fbank_frames((size_t) ((i + 1) * stride), flen, shift) + pad - (I.lfr_m - 1));
+        const int64_t end = final ? F : std::max(done, fbank_frames((size_t) ((i + 1) * stride), flen, shift) + pad - (fe.lfr_m - 1));
         const int64_t T = end - done;
         if (T <= 0) continue;
 
@@ -614,6 +592,25 @@ std::vector<segment> model::segments(const float * x, size_t n, const options & 
             seg.chunk(post, info_.output_dim, db, T, final, out);
         });
     return out;
+}
+
+const std::vector<number_option> & number_options() {
+    static const std::vector<number_option> list = {
+        {"max_end_silence_time", &options::max_end_silence_time},
+        {"max_start_silence_time", &options::max_start_silence_time},
+        {"window_size_ms", &options::window_size_ms},
+        {"sil_to_speech_time_thres", &options::sil_to_speech_time_thres},
+        {"speech_to_sil_time_thres", &options::speech_to_sil_time_thres},
+        {"speech_2_noise_ratio", &options::speech_2_noise_ratio},
+        {"lookback_time_start_point", &options::lookback_time_start_point},
+        {"lookahead_time_end_point", &options::lookahead_time_end_point},
+        {"max_single_segment_time", &options::max_single_segment_time},
+        {"snr_thres", &options::snr_thres},
+        {"decibel_thres", &options::decibel_thres},
+        {"speech_noise_thres", &options::speech_noise_thres},
+        {"fe_prior_thres", &options::fe_prior_thres},
+    };
+    return list;
 }
 
 std::string check_options(const options & o, const model_info & info) {

@@ -4,6 +4,8 @@
 // from its own GGUF (converters/vad_gguf.py): it is not an LLM input, so mtmd has no part in it.
 #pragma once
 
+#include "funasr.h"
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -113,11 +115,16 @@ private:
     std::vector<double> sil_;
 };
 
+// The numeric options by their upstream names (the GGUF's fsmn_vad.options.<name> keys and
+// VadOptions' fields): the one list the loader, the binding's overrides and its dict go through.
+struct number_option {
+    const char * name;
+    double options::* field;
+};
+const std::vector<number_option> & number_options();
+
 struct model_info {
-    // frontend
-    int sample_rate = 16000, n_mels = 80, frame_length = 400, frame_shift = 160, lfr_m = 5, lfr_n = 1;
-    std::string window = "hamming";
-    std::vector<float> cmvn_shift, cmvn_scale;
+    funasr_frontend_params frontend;  // fbank + LFR + CMVN, as the GGUF records them
     // encoder
     int input_dim = 400, input_affine_dim = 140, fsmn_layers = 4, linear_dim = 250, proj_dim = 128;
     int lorder = 20, rorder = 0, lstride = 1, rstride = 0, output_affine_dim = 140, output_dim = 248;

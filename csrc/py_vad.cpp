@@ -6,6 +6,7 @@
 #include "fsmn_vad.h"
 #include "py_native.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -50,24 +51,13 @@ funasr_vad::options make_options(const funasr_vad::model_info & info, const py::
             o.detect_mode = (int) number(v, k);
         } else if (k == "noise_frame_num_used_for_snr") {
             o.noise_frame_num_used_for_snr = (int) number(v, k);
+        } else if (k == "chunk_size_ms") {  // inference()'s, not the checkpoint's
+            o.chunk_size_ms = number(v, k);
         } else {
-            double * field = k == "max_end_silence_time"        ? &o.max_end_silence_time
-                           : k == "max_start_silence_time"      ? &o.max_start_silence_time
-                           : k == "window_size_ms"              ? &o.window_size_ms
-                           : k == "sil_to_speech_time_thres"    ? &o.sil_to_speech_time_thres
-                           : k == "speech_to_sil_time_thres"    ? &o.speech_to_sil_time_thres
-                           : k == "speech_2_noise_ratio"        ? &o.speech_2_noise_ratio
-                           : k == "lookback_time_start_point"   ? &o.lookback_time_start_point
-                           : k == "lookahead_time_end_point"    ? &o.lookahead_time_end_point
-                           : k == "max_single_segment_time"     ? &o.max_single_segment_time
-                           : k == "snr_thres"                   ? &o.snr_thres
-                           : k == "decibel_thres"               ? &o.decibel_thres
-                           : k == "speech_noise_thres"          ? &o.speech_noise_thres
-                           : k == "fe_prior_thres"              ? &o.fe_prior_thres
-                           : k == "chunk_size_ms"               ? &o.chunk_size_ms
-                                                                : nullptr;
-            if (!field) throw native_error(PyExc_TypeError, "unknown VAD option " + k);
-            *field = number(v, k);
+            const auto & list = funasr_vad::number_options();
+            auto it = std::find_if(list.begin(), list.end(), [&](const auto & n) { return k == n.name; });
+            if (it == list.end()) throw native_error(PyExc_TypeError, "unknown VAD option " + k);
+            o.*(it->field) = number(v, k);
         }
     }
     const std::string bad = funasr_vad::check_options(o, info);
@@ -78,21 +68,9 @@ funasr_vad::options make_options(const funasr_vad::model_info & info, const py::
 py::dict options_dict(const funasr_vad::options & o) {
     py::dict d;
     d["detect_mode"] = o.detect_mode;
-    d["max_end_silence_time"] = o.max_end_silence_time;
-    d["max_start_silence_time"] = o.max_start_silence_time;
-    d["window_size_ms"] = o.window_size_ms;
-    d["sil_to_speech_time_thres"] = o.sil_to_speech_time_thres;
-    d["speech_to_sil_time_thres"] = o.speech_to_sil_time_thres;
-    d["speech_2_noise_ratio"] = o.speech_2_noise_ratio;
+    for (const auto & n : funasr_vad::number_options()) d[n.name] = o.*(n.field);
     d["do_extend"] = o.do_extend;
-    d["lookback_time_start_point"] = o.lookback_time_start_point;
-    d["lookahead_time_end_point"] = o.lookahead_time_end_point;
-    d["max_single_segment_time"] = o.max_single_segment_time;
-    d["snr_thres"] = o.snr_thres;
     d["noise_frame_num_used_for_snr"] = o.noise_frame_num_used_for_snr;
-    d["decibel_thres"] = o.decibel_thres;
-    d["speech_noise_thres"] = o.speech_noise_thres;
-    d["fe_prior_thres"] = o.fe_prior_thres;
     d["sil_pdf_ids"] = o.sil_pdf_ids;
     d["frame_in_ms"] = o.frame_in_ms;
     return d;
@@ -149,11 +127,11 @@ public:
         const auto & I = model_->info();
         py::dict d;
         d["path"] = path_;
-        d["sample_rate"] = I.sample_rate;
-        d["n_mels"] = I.n_mels;
-        d["lfr_m"] = I.lfr_m;
-        d["frame_shift"] = I.frame_shift;
-        d["frame_length"] = I.frame_length;
+        d["sample_rate"] = I.frontend.sample_rate;
+        d["n_mels"] = I.frontend.n_mels;
+        d["lfr_m"] = I.frontend.lfr_m;
+        d["frame_shift"] = I.frontend.frame_shift;
+        d["frame_length"] = I.frontend.frame_length;
         d["n_pdfs"] = I.output_dim;
         d["fsmn_layers"] = I.fsmn_layers;
         d["lorder"] = I.lorder;

@@ -81,12 +81,22 @@ def _output_paths(files: list[str], outdir, fmt: str) -> list:
     return result
 
 
+def _load_model(args: argparse.Namespace, load: dict):
+    """The Model of --model (or --llm/--mmproj) with --vad-model, for transcribe and serve."""
+    from .hub import DEFAULT_MODEL, resolve_vad_model
+    from .model import Model
+
+    vad_model = resolve_vad_model(args.vad_model, hub=args.hub) if args.vad_model else None
+    if args.llm:
+        return Model(args.llm, args.mmproj, vad_model=vad_model, **load)
+    convert = {k: getattr(args, k) for k in ("llm_type", "mmproj_type") if hasattr(args, k)}
+    return Model.from_pretrained(args.model or DEFAULT_MODEL, hub=args.hub, vad_model=vad_model, **convert, **load)
+
+
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import formats
-    from .hub import DEFAULT_MODEL, resolve_vad_model
-    from .model import Model
     from .options import TranscribeOptions
 
     if args.llm or args.mmproj:
@@ -114,12 +124,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
         if args.vad == "fsmn" and not args.vad_model:
             raise ValueError("--vad fsmn needs --vad-model (e.g. --vad-model fsmn-vad, or an FSMN-VAD folder)")
-        vad_model = resolve_vad_model(args.vad_model, hub=args.hub) if args.vad_model else None
-        if args.llm:
-            model = Model(args.llm, args.mmproj, vad_model=vad_model, **load)
-        else:
-            model = Model.from_pretrained(args.model or DEFAULT_MODEL, llm_type=args.llm_type,
-                                          mmproj_type=args.mmproj_type, hub=args.hub, vad_model=vad_model, **load)
+        model = _load_model(args, load)
         if args.word_timestamps:
             try:
                 model.check_word_timestamps()  # before any file is read
@@ -169,8 +174,6 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .hub import DEFAULT_MODEL, resolve_vad_model
-    from .model import Model
     from .options import TranscribeOptions
 
     try:
@@ -187,11 +190,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 n_parallel=args.parallel)
     try:
         options = TranscribeOptions(max_new_tokens=args.max_new_tokens)
-        vad_model = resolve_vad_model(args.vad_model, hub=args.hub) if args.vad_model else None
-        if args.llm:
-            model = Model(args.llm, args.mmproj, vad_model=vad_model, **load)
-        else:
-            model = Model.from_pretrained(args.model or DEFAULT_MODEL, hub=args.hub, vad_model=vad_model, **load)
+        model = _load_model(args, load)
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

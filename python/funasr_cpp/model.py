@@ -422,9 +422,6 @@ class PendingTranscription:
         except BaseException:
             self.cancel()  # after a failure: the rest are not decoded for nothing
             raise
-        finally:
-            if len(self.done_segments) == len(call.pending):
-                call.submit = None
 
     def result(self) -> Transcription:
         if self._result is None:
