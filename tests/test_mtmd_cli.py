@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from fixtures.cli import mtmd_cli, mtmd_cli_exe, postprocess, special_tokens
+from fixtures.cli import mtmd_cli, mtmd_cli_exe, postprocess, run_llama_server, special_tokens
 from fixtures.speech import write_wav16k
 
 
@@ -69,36 +69,10 @@ def test_audio_shorter_than_one_frame(setup, tmp_path):
 def llama_server(setup):
     """The stock llama-server (patch 0004: Fun-ASR's prompt for /v1/audio/transcriptions) on our pair,
     with llama-mtmd-cli's settings: f32 KV cache, no flash attention, greedy."""
-    import shutil
-    import socket
-    import time
-
-    import httpx
-
-    from fixtures.cli import scripts_path_env
-
     _, llm, mmproj, _ = setup
-    env = scripts_path_env()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([shutil.which("llama-server", path=env["PATH"]), "-m", str(llm), "--mmproj", str(mmproj),
-                             "--host", "127.0.0.1", "--port", str(port), "-c", "4096", "-t", "2", "-fa", "off",
-                             "-ctk", "f32", "-ctv", "f32", "--no-warmup", "-np", "1", "--jinja"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() is not None else "slow"
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with run_llama_server(llm, mmproj, "-c", "4096", "-t", "2", "-fa", "off", "-ctk", "f32", "-ctv", "f32",
+                          "--no-warmup", "-np", "1", "--jinja") as url:
+        yield url
 
 
 @pytest.mark.parametrize("language, instruction", [(None, "语音转写："), ("zh", "语音转写成中文："), ("en", "语音转写成英文：")])
