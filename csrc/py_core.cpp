@@ -22,6 +22,9 @@
 #include <string>
 #include <vector>
 #include <unistd.h>
+#ifdef FUNASR_GGML_BACKEND_DL
+#include <dlfcn.h>
+#endif
 
 namespace py = pybind11;
 using funasr_py::native_error;
@@ -50,14 +53,65 @@ const char * dev_type_name(enum ggml_backend_dev_type t) {
     }
 }
 
+std::string g_lib_dir;  // where init() loaded the ggml backend modules from
+
+#ifdef FUNASR_GGML_BACKEND_DL
+// The file a loaded backend came from: its registration object lives in the module's data.
+std::string module_file(const void * addr) {
+    Dl_info info;
+    if (dladdr(addr, &info) == 0 || !info.dli_fname) return std::string();
+    return std::filesystem::path(info.dli_fname).filename().string();
+}
+#endif
+
+// Every CPU variant module in the lib dir with the score ggml's loader gives it on this CPU (0 =
+// the CPU lacks an instruction set the variant was compiled for); `loaded` marks the one in use.
+// Empty for a build with the CPU backend linked in (GGML_BACKEND_DL off).
+py::list cpu_variants() {
+    py::list out;
+#ifdef FUNASR_GGML_BACKEND_DL
+    std::string loaded;
+    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+        ggml_backend_reg_t reg = ggml_backend_reg_get(i);
+        if (std::string(ggml_backend_reg_name(reg)) == "CPU") loaded = module_file(reg);
+    }
+    const std::string prefix = "libggml-cpu-", suffix = ".so";
+    std::vector<std::filesystem::path> files;
+    std::error_code ec;
+    for (const auto & e : std::filesystem::directory_iterator(g_lib_dir, ec)) {
+        const std::string f = e.path().filename().string();
+        if (f.size() > prefix.size() + suffix.size() && f.compare(0, prefix.size(), prefix) == 0 &&
+            f.compare(f.size() - suffix.size(), suffix.size(), suffix) == 0) {
+            files.push_back(e.path());
+        }
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto & path : files) {
+        const std::string f = path.filename().string();
+        int score = -1;  // -1: the module could not be opened or has no score function
+        if (void * h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+            using score_fn = int (*)(void);
+            if (auto fn = reinterpret_cast<score_fn>(dlsym(h, "ggml_backend_score"))) score = fn();
+            dlclose(h);
+        }
+        py::dict d;
+        d["name"] = f.substr(prefix.size(), f.size() - prefix.size() - suffix.size());
+        d["file"] = f;
+        d["score"] = score;
+        d["loaded"] = f == loaded;
+        out.append(d);
+    }
+#endif
+    return out;
+}
+
 // ----------------------------------------------------------------------------- API
 void init(const std::string & lib_dir) {
+    g_lib_dir = lib_dir;
+    funasr_py::install_log_callback();  // first: the backend loader logs too (quiet unless verbose)
 #ifdef FUNASR_GGML_BACKEND_DL
     ggml_backend_load_all_from_path(lib_dir.c_str());
-#else
-    (void) lib_dir;
 #endif
-    funasr_py::install_log_callback();
     llama_backend_init();
 }
 
@@ -105,6 +159,7 @@ py::dict system_info() {
     py::dict out;
     out["backends"] = backends;
     out["summary"] = std::string(llama_print_system_info());
+    out["cpu_variants"] = cpu_variants();
     return out;
 }
 

@@ -90,3 +90,21 @@ def test_native_files_are_relocatable():
         for line in ldd.splitlines():
             if any(n in line for n in ("libllama", "libggml", "libmtmd")):
                 assert str(PKG / "lib") in line, f"{f.name} resolves a bundled library elsewhere: {line}"
+
+
+def test_cpu_variant_is_reported_and_a_bad_pin_is_a_clear_error(tmp_path):
+    """A portable build names the CPU variant ggml loaded; a native one has none. A FUNASR_CPU_VARIANT
+    pin the build cannot honour fails the import with the reason."""
+    info = funasr_cpp.system_info()
+    variants = sorted(p.name[len("libggml-cpu-"):-3] for p in (PKG / "lib").glob("libggml-cpu-*.so"))
+    assert sorted(v["name"] for v in info.cpu_variants) == variants
+    if variants:
+        assert info.cpu_variant in variants and f"cpu variant {info.cpu_variant}" in str(info)
+        assert sum(v["loaded"] for v in info.cpu_variants) == 1
+        want = "FUNASR_CPU_VARIANT=pentium: no such ggml CPU variant; this build has: " + ", ".join(variants)
+    else:
+        assert info.cpu_variant is None and "cpu variant" not in str(info)
+        want = "FUNASR_CPU_VARIANT=pentium: no such ggml CPU variant; this build has no CPU variants"
+    out = subprocess.run([sys.executable, "-c", "import funasr_cpp"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**scripts_path_env(), "FUNASR_CPU_VARIANT": "pentium"})
+    assert out.returncode != 0 and want in out.stderr, out.stderr

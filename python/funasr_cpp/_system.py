@@ -13,10 +13,34 @@ class SystemInfo:
     llama_cpp: str                 # "b11312 (0c1e570)"
     backends: list = field(default_factory=list)  # [{name, features, devices}]
     summary: str = ""              # llama.cpp's one-line feature summary
+    # portable builds: every CPU variant module with ggml's score for this CPU (0 = unsupported)
+    # and whether it is the one loaded; empty when the CPU backend is compiled in
+    cpu_variants: list = field(default_factory=list)  # [{name, file, score, loaded}]
 
     @property
     def backend_names(self) -> list:
         return [b["name"] for b in self.backends]
+
+    @property
+    def cpu_variant(self):
+        """The CPU variant in use (e.g. "haswell"); None for a build without variants."""
+        return next((v["name"] for v in self.cpu_variants if v["loaded"]), None)
+
+    def cpu_variant_reason(self) -> str:
+        """Why that variant: the pin, or the highest score among those this CPU runs."""
+        if not self.cpu_variants:
+            return "the CPU backend is built for one instruction set (not a portable build)"
+        ok = sorted((v for v in self.cpu_variants if v["score"] > 0), key=lambda v: -v["score"])
+        pin = os.environ.get("FUNASR_CPU_VARIANT")
+        if pin:
+            return f"pinned by FUNASR_CPU_VARIANT={pin}"
+        others = ", ".join(f"{v['name']} {v['score']}" for v in ok if not v["loaded"])
+        unsupported = [v["name"] for v in self.cpu_variants if v["score"] <= 0]
+        why = (f"the highest score among the {len(ok)} of {len(self.cpu_variants)} variants this CPU "
+               f"runs (others: {others or 'none'})")
+        if unsupported:
+            why += f"; not runnable here: {', '.join(unsupported)}"
+        return why
 
     def __str__(self) -> str:
         lines = [f"funasr-cpp {self.funasr_cpp}, llama.cpp {self.llama_cpp}"]
@@ -26,6 +50,10 @@ class SystemInfo:
             for d in b["devices"]:
                 mem = f", {d['memory_total'] / 2**30:.1f} GiB" if d["memory_total"] else ""
                 lines.append(f"  device {d['name']} ({d['type']}): {d['description']}{mem}")
+        if self.cpu_variants:
+            loaded = next((v for v in self.cpu_variants if v["loaded"]), None)
+            head = f"{loaded['name']} ({loaded['file']}, score {loaded['score']})" if loaded else "none loaded"
+            lines.append(f"cpu variant {head}: {self.cpu_variant_reason()}")
         return "\n".join(lines)
 
 
@@ -38,6 +66,7 @@ def system_info() -> SystemInfo:
         llama_cpp=f"b{_core.LLAMA_CPP_BUILD} ({_core.LLAMA_CPP_COMMIT})",
         backends=raw["backends"],
         summary=raw["summary"].strip(),
+        cpu_variants=raw["cpu_variants"],
     )
 
 

@@ -1,0 +1,228 @@
+"""The portable release wheel (tools/build_wheel.sh), installed as a user installs it: into a fresh
+venv, binaries only, with no compiler on PATH; then the install and parity tests run against it,
+with ggml's best CPU variant for this machine and with lower ones pinned.
+
+These tests need a built wheel: FUNASR_WHEEL=path/to/funasr_cpp-*.whl (.ci/run builds one with
+tools/build_wheel.sh and sets it). Without it they are skipped, saying so; marker `wheel`.
+The test dependencies (torch, funasr, ...) come from this test environment through a .pth file
+appended after the wheel venv's own site-packages, so funasr_cpp and its runtime dependencies are
+the wheel's."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIN_BUILD, PIN_COMMIT = 11312, "0c1e570"
+WHEEL = os.environ.get("FUNASR_WHEEL", "")
+
+pytestmark = [
+    pytest.mark.wheel,
+    pytest.mark.skipif(not WHEEL, reason="FUNASR_WHEEL is not set: build the wheel with tools/build_wheel.sh"),
+    pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+                       reason="the portable wheel is built for linux x86-64"),
+]
+
+# The parity tests a wheel must pass: import, tools and RPATHs, frontend, encoder, LLM, end to end,
+# and the shipped llama-mtmd-cli / llama-server (ours and LFM2-Audio).
+PARITY = ["tests/test_install.py", "tests/test_frontend.py", "tests/test_encoder.py",
+          "tests/test_llm_parity.py", "tests/test_asr_parity.py", "tests/test_mtmd_cli.py", "tests/test_lfm2a.py"]
+PARITY_PINNED = ["tests/test_encoder.py", "tests/test_llm_parity.py", "tests/test_asr_parity.py"]
+COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "clang++", "cmake", "ninja", "make")
+
+# ggml's x86 CPU variants (ggml/src/CMakeLists.txt, GGML_CPU_ALL_VARIANTS) with the instruction
+# sets each is compiled for, and the score ggml's loader gives a set (cpu-feats.cpp): the
+# variant with the highest score whose sets the CPU has all of is the one loaded.
+VARIANTS = {
+    "x64": [], "sse42": ["SSE42"], "sandybridge": ["SSE42", "AVX"],
+    "ivybridge": ["SSE42", "AVX", "F16C"], "piledriver": ["SSE42", "AVX", "F16C", "FMA"],
+    "haswell": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2"],
+    "skylakex": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512"],
+    "cannonlake": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI"],
+    "cascadelake": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VNNI"],
+    "icelake": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI", "AVX512_VNNI"],
+    "cooperlake": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VNNI", "AVX512_BF16"],
+    "zen4": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI", "AVX512_VNNI",
+             "AVX512_BF16"],
+    "alderlake": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX_VNNI"],
+    "sapphirerapids": ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI",
+                       "AVX512_VNNI", "AVX512_BF16", "AMX_INT8"],
+}
+WEIGHT = {"FMA": 1, "F16C": 2, "SSE42": 4, "BMI2": 8, "AVX": 16, "AVX2": 32, "AVX_VNNI": 64, "AVX512": 128,
+          "AVX512_VBMI": 256, "AVX512_BF16": 512, "AVX512_VNNI": 1024, "AMX_INT8": 2048}
+CPUINFO_FLAGS = {"SSE42": ["sse4_2"], "AVX": ["avx"], "F16C": ["f16c"], "FMA": ["fma"], "AVX2": ["avx2"],
+                 "BMI2": ["bmi2"], "AVX_VNNI": ["avx_vnni"],
+                 "AVX512": ["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
+                 "AVX512_VBMI": ["avx512vbmi"], "AVX512_VNNI": ["avx512_vnni"], "AVX512_BF16": ["avx512_bf16"],
+                 "AMX_INT8": ["amx_int8"]}
+
+
+def cpu_flags() -> set:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def expected_scores() -> dict:
+    flags = cpu_flags()
+    scores = {}
+    for name, sets in VARIANTS.items():
+        ok = all(f in flags for s in sets for f in CPUINFO_FLAGS[s])
+        scores[name] = 1 + sum(WEIGHT[s] for s in sets) if ok else 0
+    return scores
+
+
+def no_compiler_path(tmp: Path, venv: Path) -> str:
+    """PATH with the wheel venv's scripts and a folder of the basic tools the tests call (readelf,
+    ldd), and no compiler or build tool."""
+    tools = tmp / "tools-bin"
+    tools.mkdir(exist_ok=True)
+    for name in ("readelf", "ldd", "sh", "bash", "env", "uname"):
+        src = shutil.which(name)
+        if src and not (tools / name).exists():
+            (tools / name).symlink_to(src)
+    path = f"{venv / 'bin'}{os.pathsep}{tools}"
+    found = {c: shutil.which(c, path=path) for c in COMPILERS}
+    assert not any(found.values()), f"a compiler is on the test PATH: {found}"
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory):
+    """(venv python, env) with the wheel installed from binaries only and no compiler on PATH."""
+    wheel = Path(WHEEL).resolve()
+    assert wheel.is_file(), f"FUNASR_WHEEL={WHEEL}: no such file"
+    tmp = tmp_path_factory.mktemp("wheel")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "FUNASR_CPU"))}
+    env["PATH"] = no_compiler_path(tmp, venv)
+    # --only-binary: pip may not build anything, the wheel's dependencies included
+    out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--only-binary", ":all:",
+                          "--disable-pip-version-check", str(wheel)],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               env=env, capture_output=True, text=True, check=True).stdout.strip())
+    # test-only dependencies from this environment, after the wheel venv's own packages
+    (site / "zzz_funasr_test_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return venv / "bin" / "python", env
+
+
+def run_in(wheel_env, *args, cwd, extra_env=None, timeout=600):
+    python, env = wheel_env
+    env = {**env, **(extra_env or {})}
+    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_wheel_is_manylinux_and_carries_every_variant():
+    name = Path(WHEEL).name
+    assert re.search(r"-manylinux_2_\d+_x86_64(\.manylinux[^.]*)*\.whl$", name), name
+    with zipfile.ZipFile(WHEEL) as z:
+        names = z.namelist()
+    libs = {Path(n).name for n in names if n.startswith("funasr_cpp/lib/")}
+    assert {f"libggml-cpu-{v}.so" for v in VARIANTS} <= libs, sorted(libs)
+    assert "libggml-cpu.so" not in libs  # every CPU backend is a variant module
+    assert {"llama-mtmd-cli", "llama-server", "libllama.so", "libmtmd.so", "libggml-base.so"} <= libs
+    # auditwheel grafts what is outside the policy (OpenMP's runtime) into funasr_cpp.libs/
+    assert any(n.startswith("funasr_cpp.libs/libgomp") for n in names), [n for n in names if ".libs/" in n]
+
+
+def test_installed_from_binaries_outside_the_repo(wheel_env, tmp_path):
+    out = run_in(wheel_env, "-c", "import funasr_cpp, sys; print(funasr_cpp.__file__); print(sys.prefix)",
+                 cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    path, prefix = out.stdout.split()
+    assert Path(path).is_relative_to(Path(prefix)), f"funasr_cpp imported from {path}, not the wheel venv"
+
+
+def test_info_loads_the_best_variant_and_says_why(wheel_env, tmp_path):
+    out = run_in(wheel_env, "-m", "funasr_cpp.cli", "info", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    want = expected_scores()
+    best = max(want, key=want.get)
+    assert f"cpu variant {best} (libggml-cpu-{best}.so, score {want[best]})" in out.stdout, out.stdout
+    assert "the highest score among" in out.stdout
+    got = run_in(wheel_env, "-c", "import funasr_cpp; print({v['name']: v['score'] for v in "
+                 "funasr_cpp.system_info().cpu_variants})", cwd=tmp_path)
+    assert eval(got.stdout) == want  # every variant's score is the one ggml's rule gives this CPU
+
+
+@pytest.mark.parametrize("tool", ["llama-mtmd-cli", "llama-server"])
+def test_wheel_tools_report_the_pin_and_load_the_same_variant(wheel_env, tool, tmp_path):
+    python, env = wheel_env
+    exe = shutil.which(tool, path=env["PATH"])
+    assert exe and Path(exe).parent == python.parent, f"{tool} is not the wheel venv's ({exe})"
+    out = subprocess.run([exe, "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert f"(build {PIN_BUILD}, commit {PIN_COMMIT})" in text
+    want = expected_scores()
+    best = max(want, key=want.get)
+    text = tool_backends(exe, env, tmp_path)
+    loaded = re.findall(r"loaded CPU backend from (\S+)", text)
+    assert loaded and all(Path(p).name == f"libggml-cpu-{best}.so" for p in loaded), text
+    assert all(Path(p).parent.name == "lib" and "funasr_cpp" in Path(p).parts for p in loaded)
+
+
+def tool_backends(exe, env, cwd) -> str:
+    """The tool's log of the backends it loads (ggml's loader logs them at info level: -v)."""
+    out = subprocess.run([exe, "-v", "--list-devices"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout + out.stderr
+
+
+def pytest_in_wheel(wheel_env, files, extra_env=None):
+    out = run_in(wheel_env, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *files, cwd=REPO,
+                 extra_env=extra_env, timeout=1800)
+    tail = "\n".join((out.stdout + out.stderr).splitlines()[-30:])
+    assert out.returncode == 0, tail
+    assert re.search(r"\d+ passed", out.stdout) and " failed" not in out.stdout, tail
+    return out.stdout
+
+
+def test_parity_tests_pass_against_the_wheel(wheel_env):
+    pytest_in_wheel(wheel_env, PARITY)
+
+
+def pinned_variants() -> list:
+    """Lower variants to pin: the baseline (x64), and haswell (AVX2) where it is not the best."""
+    want = expected_scores()
+    best = max(want, key=want.get)
+    return ["x64"] + (["haswell"] if want["haswell"] and best != "haswell" else [])
+
+
+@pytest.mark.parametrize("variant", pinned_variants())
+def test_parity_tests_pass_with_a_lower_variant_pinned(wheel_env, variant, tmp_path):
+    pin = {"FUNASR_CPU_VARIANT": variant}
+    out = run_in(wheel_env, "-c", "import funasr_cpp; i = funasr_cpp.system_info(); print(i.cpu_variant); print(i)",
+                 cwd=tmp_path, extra_env=pin)
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == variant, out.stdout + out.stderr
+    assert f"pinned by FUNASR_CPU_VARIANT={variant}" in out.stdout
+    for name in ("llama-mtmd-cli", "llama-server"):
+        exe = shutil.which(name, path=wheel_env[1]["PATH"])
+        loaded = re.findall(r"loaded CPU backend from (\S+)", tool_backends(exe, {**wheel_env[1], **pin}, tmp_path))
+        assert [Path(p).name for p in loaded] == [f"libggml-cpu-{variant}.so"], (name, loaded)
+    pytest_in_wheel(wheel_env, PARITY_PINNED, extra_env=pin)
+
+
+def test_a_pin_this_build_cannot_honour_is_a_clear_error(wheel_env, tmp_path):
+    out = run_in(wheel_env, "-c", "import funasr_cpp", cwd=tmp_path, extra_env={"FUNASR_CPU_VARIANT": "pentium"})
+    assert out.returncode != 0
+    assert "FUNASR_CPU_VARIANT=pentium: no such ggml CPU variant; this build has: " in out.stderr
+    assert "haswell" in out.stderr
+    unsupported = [v for v, s in expected_scores().items() if s == 0]
+    if unsupported:  # a variant this CPU cannot run
+        out = run_in(wheel_env, "-c", "import funasr_cpp", cwd=tmp_path,
+                     extra_env={"FUNASR_CPU_VARIANT": unsupported[0]})
+        assert out.returncode != 0
+        assert f"FUNASR_CPU_VARIANT={unsupported[0]}: this CPU lacks an instruction set" in out.stderr

