@@ -9,6 +9,7 @@ appended after the wheel venv's own site-packages, so funasr_cpp and its runtime
 the wheel's."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -226,3 +227,21 @@ def test_a_pin_this_build_cannot_honour_is_a_clear_error(wheel_env, tmp_path):
                      extra_env={"FUNASR_CPU_VARIANT": unsupported[0]})
         assert out.returncode != 0
         assert f"FUNASR_CPU_VARIANT={unsupported[0]}: this CPU lacks an instruction set" in out.stderr
+
+
+def test_portable_benchmark_smoke(tmp_path):
+    """benchmarks/portable.py --quick (tiny model, one round) runs both builds and reports them."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "portable.py"), "--quick", "--wheel", WHEEL,
+                           "--pin", "x64", "--work", str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "portable-quick.json").read_text())
+    rows = {r["build"]: r for r in res["rows"]}
+    assert set(rows) == {"native", "portable", "portable, x64 pinned"}
+    want = expected_scores()
+    assert rows["portable"]["cpu_variant"] == max(want, key=want.get)
+    assert rows["portable, x64 pinned"]["cpu_variant"] == "x64"
+    for r in rows.values():
+        assert r["encode_ms"] > 0 and r["decode_tok_s"] > 0 and r["n"] == 1
+    assert "| portable, x64 pinned | x64 |" in proc.stdout
