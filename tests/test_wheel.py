@@ -245,3 +245,18 @@ def test_portable_benchmark_smoke(tmp_path):
     for r in rows.values():
         assert r["encode_ms"] > 0 and r["decode_tok_s"] > 0 and r["n"] == 1
     assert "| portable, x64 pinned | x64 |" in proc.stdout
+
+
+def test_auditwheel_finds_nothing_outside_the_policy():
+    """auditwheel's own check of the repaired wheel (the tool venv tools/build_wheel.sh made)."""
+    cache = Path(os.environ.get("FUNASR_CPP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                 / "funasr-cpp")
+    auditwheel = cache / "wheel-tools" / "bin" / "auditwheel"
+    assert auditwheel.is_file(), f"{auditwheel} missing: tools/build_wheel.sh installs it"
+    out = subprocess.run([str(auditwheel), "show", WHEEL], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": f"{auditwheel.parent}{os.pathsep}{os.environ['PATH']}"})
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    tag = re.search(r"-(manylinux_2_\d+_x86_64)\.whl$", WHEEL).group(1)
+    assert f'is consistent with the following platform tag: "{tag}"' in text, text
+    assert "libgomp-" in text  # the grafted copy is what the wheel's files reference
