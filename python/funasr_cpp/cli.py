@@ -93,37 +93,50 @@ def _load_model(args: argparse.Namespace, load: dict):
     return Model.from_pretrained(args.model or DEFAULT_MODEL, hub=args.hub, vad_model=vad_model, **convert, **load)
 
 
+def _options(args: argparse.Namespace):
+    """The TranscribeOptions of the decoding flags (transcribe, transcribe-dataset)."""
+    from .options import TranscribeOptions
+
+    hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()] if args.hotwords else None
+    if args.vad == "fsmn" and not args.vad_model:
+        raise ValueError("--vad fsmn needs --vad-model (e.g. --vad-model fsmn-vad, or an FSMN-VAD folder)")
+    return TranscribeOptions(language=args.language, itn=not args.no_itn, hotwords=hotwords,
+                             max_new_tokens=args.max_new_tokens,
+                             vad=None if args.vad == "none" else args.vad,
+                             max_segment_seconds=args.max_segment_seconds,
+                             repetition_guard=not args.no_repetition_guard,
+                             max_tokens_per_second=None if args.no_repetition_guard else
+                             TranscribeOptions.max_tokens_per_second,
+                             word_timestamps=args.word_timestamps, ctc_draft=not args.no_ctc_draft)
+
+
+def _check_model_flags(args: argparse.Namespace) -> bool:
+    """--model or --llm + --mmproj; prints the problem and returns False otherwise."""
+    if args.llm or args.mmproj:
+        if not (args.llm and args.mmproj):
+            print("error: --llm and --mmproj go together", file=sys.stderr)
+            return False
+        if args.model:
+            print("error: use either --model or --llm/--mmproj", file=sys.stderr)
+            return False
+    return True
+
+
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import formats
-    from .options import TranscribeOptions
 
-    if args.llm or args.mmproj:
-        if not (args.llm and args.mmproj):
-            print("error: --llm and --mmproj go together", file=sys.stderr)
-            return 2
-        if args.model:
-            print("error: use either --model or --llm/--mmproj", file=sys.stderr)
-            return 2
-    hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()] if args.hotwords else None
+    if not _check_model_flags(args):
+        return 2
     load = dict(n_threads=args.threads, n_gpu_layers=0 if args.cpu else -1, use_gpu=not args.cpu,
                 flash_attn=args.flash_attn, kv_type=args.kv_type, n_parallel=args.parallel)
     try:
-        options = TranscribeOptions(language=args.language, itn=not args.no_itn, hotwords=hotwords,
-                                    max_new_tokens=args.max_new_tokens,
-                                    vad=None if args.vad == "none" else args.vad,
-                                    max_segment_seconds=args.max_segment_seconds,
-                                    repetition_guard=not args.no_repetition_guard,
-                                    max_tokens_per_second=None if args.no_repetition_guard else
-                                    TranscribeOptions.max_tokens_per_second,
-                                    word_timestamps=args.word_timestamps, ctc_draft=not args.no_ctc_draft)
+        options = _options(args)
         for name in ("max_cue_chars", "max_cue_seconds"):
             value = getattr(args, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
-        if args.vad == "fsmn" and not args.vad_model:
-            raise ValueError("--vad fsmn needs --vad-model (e.g. --vad-model fsmn-vad, or an FSMN-VAD folder)")
         model = _load_model(args, load)
         if args.word_timestamps:
             try:
@@ -173,6 +186,52 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_transcribe_dataset(args: argparse.Namespace) -> int:
+    try:
+        import pyarrow  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError as e:
+        print(f"error: transcribe-dataset needs its extra: pip install 'funasr-cpp[ray]' ({e})", file=sys.stderr)
+        return 1
+    from .hub import DEFAULT_MODEL, resolve_model, resolve_vad_model
+    from .ray import transcribe_corpus
+
+    if not _check_model_flags(args):
+        return 2
+    load = dict(n_gpu_layers=0 if args.cpu else -1, use_gpu=not args.cpu, flash_attn=args.flash_attn,
+                kv_type=args.kv_type, n_parallel=args.parallel)
+    try:
+        options = _options(args)
+        for name in ("actors", "cpus_per_actor", "batch_size"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        # checked here, before Ray starts: a wrong checkpoint is one clear error, not one per actor
+        # (and a hub id or release folder is downloaded/converted into this node's cache once)
+        if args.llm:
+            for f in (args.llm, args.mmproj):
+                if not os.path.isfile(f):
+                    raise FileNotFoundError(f"no such file: {f}")
+        else:
+            resolve_model(args.model or DEFAULT_MODEL, hub=args.hub, llm_type=args.llm_type,
+                          mmproj_type=args.mmproj_type)
+        if args.vad_model:
+            resolve_vad_model(args.vad_model, hub=args.hub)
+        if not args.llm:
+            load.update(llm_type=args.llm_type, mmproj_type=args.mmproj_type)
+        report = transcribe_corpus(args.inputs, args.output, model=args.model, llm=args.llm, mmproj=args.mmproj,
+                                   vad_model=args.vad_model, hub=args.hub, options=options,
+                                   ray_address=args.ray_address, actors=args.actors,
+                                   cpus_per_actor=args.cpus_per_actor, batch_size=args.batch_size,
+                                   limit=args.limit, progress=args.progress or sys.stderr.isatty(), **load)
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{report.total} files: {report.done} transcribed now ({report.failed} with an error, in the 'error' "
+          f"column), {report.skipped} already in {args.output}", file=sys.stderr)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .options import TranscribeOptions
 
@@ -201,6 +260,48 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               max_concurrency=args.max_concurrency, max_queue=args.max_queue, max_upload_mb=args.max_upload_mb,
               request_timeout=args.request_timeout, options=options)
     return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("model (one of)")
+    src.add_argument("--model", "-m", default=None, metavar="SRC",
+                     help="released checkpoint folder (converted once and cached), folder with an LLM GGUF + "
+                          "mmproj-*.gguf, or hub id (default: FunAudioLLM/Fun-ASR-Nano-2512)")
+    src.add_argument("--llm", metavar="X.gguf", help="LLM GGUF (with --mmproj)")
+    src.add_argument("--mmproj", metavar="Y.gguf", help="mmproj GGUF (with --llm)")
+    src.add_argument("--hub", choices=["huggingface", "modelscope"], default="huggingface",
+                     help="where --model hub ids are downloaded from (default huggingface)")
+    src.add_argument("--llm-type", default="q8_0", help="LLM type when converting a release (default q8_0)")
+    src.add_argument("--mmproj-type", default="auto",
+                     help="mmproj type when converting a release (default auto: bf16 on CPUs with AVX512_BF16, else f16)")
+
+
+def _add_decoding_args(p: argparse.ArgumentParser) -> None:
+    from .options import TranscribeOptions
+
+    dec = p.add_argument_group("decoding")
+    dec.add_argument("--language", "-l", default=None,
+                     help="force a language: upstream name (中文, 英文, ...) or ISO code (zh, en, ja, ...); "
+                          "default: automatic")
+    dec.add_argument("--no-itn", action="store_true", help="ask for text without inverse text normalization")
+    dec.add_argument("--hotwords", default=None, metavar="A,B", help="comma-separated hotwords")
+    dec.add_argument("--max-new-tokens", type=int, default=TranscribeOptions.max_new_tokens, metavar="N",
+                     help=f"generated-token limit per segment (default {TranscribeOptions.max_new_tokens}; also "
+                          "scaled to segment duration)")
+    dec.add_argument("--no-repetition-guard", action="store_true",
+                     help="turn off the runaway guard (token budget scaled to segment duration, cutting a "
+                          "repeated n-gram loop): only --max-new-tokens limits the output")
+    dec.add_argument("--vad", choices=["auto", "fsmn", "energy", "none"], default="auto",
+                     help="how to cut audio into segments: fsmn = upstream's FSMN-VAD (speech only, needs "
+                          "--vad-model), energy = at quiet points, none = windows of --max-segment-seconds "
+                          "(default auto: fsmn with --vad-model, else energy)")
+    dec.add_argument("--vad-model", default=None, metavar="SRC",
+                     help="FSMN-VAD: fsmn-vad (upstream's, downloaded from --hub and cached), a VAD release "
+                          "folder (converted once), or its fsmn-vad-f32.gguf")
+    dec.add_argument("--max-segment-seconds", type=float, default=TranscribeOptions.max_segment_seconds,
+                     metavar="S", help=f"longest segment in seconds (default {TranscribeOptions.max_segment_seconds:g})")
+    dec.add_argument("--no-ctc-draft", action="store_true",
+                     help="do not use the CTC head's transcript as the speculative-decoding draft (same output)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,40 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "file is kept unless --overwrite). A file that fails prints 'error: FILE: reason' on stderr and "
                     "the others are still processed; the exit code is then 1.")
     tr.add_argument("files", nargs="+", metavar="FILE", help="audio files")
-    src = tr.add_argument_group("model (one of)")
-    src.add_argument("--model", "-m", default=None, metavar="SRC",
-                     help="released checkpoint folder (converted once and cached), folder with an LLM GGUF + "
-                          "mmproj-*.gguf, or hub id (default: FunAudioLLM/Fun-ASR-Nano-2512)")
-    src.add_argument("--llm", metavar="X.gguf", help="LLM GGUF (with --mmproj)")
-    src.add_argument("--mmproj", metavar="Y.gguf", help="mmproj GGUF (with --llm)")
-    src.add_argument("--hub", choices=["huggingface", "modelscope"], default="huggingface",
-                     help="where --model hub ids are downloaded from (default huggingface)")
-    src.add_argument("--llm-type", default="q8_0", help="LLM type when converting a release (default q8_0)")
-    src.add_argument("--mmproj-type", default="auto",
-                     help="mmproj type when converting a release (default auto: bf16 on CPUs with AVX512_BF16, else f16)")
-    dec = tr.add_argument_group("decoding")
-    dec.add_argument("--language", "-l", default=None,
-                     help="force a language: upstream name (中文, 英文, ...) or ISO code (zh, en, ja, ...); "
-                          "default: automatic")
-    dec.add_argument("--no-itn", action="store_true", help="ask for text without inverse text normalization")
-    dec.add_argument("--hotwords", default=None, metavar="A,B", help="comma-separated hotwords")
-    dec.add_argument("--max-new-tokens", type=int, default=TranscribeOptions.max_new_tokens, metavar="N",
-                     help=f"generated-token limit per segment (default {TranscribeOptions.max_new_tokens}; also "
-                          "scaled to segment duration)")
-    dec.add_argument("--no-repetition-guard", action="store_true",
-                     help="turn off the runaway guard (token budget scaled to segment duration, cutting a "
-                          "repeated n-gram loop): only --max-new-tokens limits the output")
-    dec.add_argument("--vad", choices=["auto", "fsmn", "energy", "none"], default="auto",
-                     help="how to cut audio into segments: fsmn = upstream's FSMN-VAD (speech only, needs "
-                          "--vad-model), energy = at quiet points, none = windows of --max-segment-seconds "
-                          "(default auto: fsmn with --vad-model, else energy)")
-    dec.add_argument("--vad-model", default=None, metavar="SRC",
-                     help="FSMN-VAD: fsmn-vad (upstream's, downloaded from --hub and cached), a VAD release "
-                          "folder (converted once), or its fsmn-vad-f32.gguf")
-    dec.add_argument("--max-segment-seconds", type=float, default=TranscribeOptions.max_segment_seconds,
-                     metavar="S", help=f"longest segment in seconds (default {TranscribeOptions.max_segment_seconds:g})")
-    dec.add_argument("--no-ctc-draft", action="store_true",
-                     help="do not use the CTC head's transcript as the speculative-decoding draft (same output)")
+    _add_model_args(tr)
+    _add_decoding_args(tr)
     ts = tr.add_argument_group("word timestamps (checkpoints with the CTC head)")
     ts.add_argument("--word-timestamps", action="store_true",
                     help="per-token times from the CTC head (JSON: segments[].words; SRT/VTT: see below)")
@@ -296,6 +365,41 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--progress", action="store_true",
                      help="show the progress bar on stderr even when it is not a terminal")
     tr.set_defaults(func=_cmd_transcribe)
+
+    ds = sub.add_parser(
+        "transcribe-dataset", help="transcribe a corpus on Ray Data into a Parquet folder (resumable)",
+        description="Transcribe many files on Ray Data: one model per actor, rows of files mapped in batches "
+                    "through the batched engine, results written to the Parquet folder --output one part file "
+                    "per finished block. Rerun with the same --output to resume: files already there with the "
+                    "same path, size and mtime are skipped. A file that fails gets a row with its 'error' and "
+                    "the job goes on. Starts a local Ray unless --ray-address is given. Needs the ray extra: "
+                    "pip install 'funasr-cpp[ray]'.")
+    ds.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="audio files, folders (their audio files, recursively), glob patterns ('calls/**/*.wav', "
+                         "quoted), or manifests (.txt/.lst/.list: one path per line)")
+    ds.add_argument("--output", "-o", required=True, metavar="OUT.parquet",
+                    help="the Parquet folder (created; an existing one from this command is resumed)")
+    ray_args = ds.add_argument_group("Ray")
+    ray_args.add_argument("--ray-address", default=None, metavar="ADDR",
+                          help="a running Ray cluster (e.g. auto, or ray://HEAD:10001); default: start a local one")
+    ray_args.add_argument("--actors", type=int, default=None, metavar="N",
+                          help="model actors (default: as many as the cluster's CPUs fit)")
+    ray_args.add_argument("--cpus-per-actor", type=int, default=None, metavar="C",
+                          help="CPUs (= threads) per actor (default: min(4, the cluster's CPUs))")
+    ray_args.add_argument("--batch-size", type=int, default=8, metavar="B",
+                          help="files per batch handed to an actor (default 8)")
+    ray_args.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="transcribe at most N of the files not yet in --output (a rerun does the rest)")
+    _add_model_args(ds)
+    _add_decoding_args(ds)
+    ds.add_argument("--word-timestamps", action="store_true", help="segments[].words from the CTC head")
+    ds.add_argument("--parallel", "-np", type=int, default=8, metavar="N",
+                    help="segments an actor decodes together (default 8)")
+    ds.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
+    ds.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto", help="flash attention (default auto)")
+    ds.add_argument("--kv-type", choices=["f16", "f32", "bf16", "q8_0"], default="f16", help="KV cache type (default f16)")
+    ds.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    ds.set_defaults(func=_cmd_transcribe_dataset)
 
     sv = sub.add_parser("serve", help="an OpenAI-compatible transcription server (POST /v1/audio/transcriptions)",
                         description="Serve POST /v1/audio/transcriptions (OpenAI's API), GET /v1/models, /health and "
