@@ -115,3 +115,14 @@ def test_server_tiny_smoke(tmp_path):
     for rows in res["servers"].values():
         assert [r["concurrency"] for r in rows] == [1, 4, 8] and all(r["req_per_s"] > 0 for r in rows)
     assert "req/s" in (out / "server.md").read_text()
+
+
+def test_ray_data_quick_smoke(tmp_path):
+    """benchmarks/ray_data.py --quick: one process and Ray Data (1x2, 2x1) on the same files, same texts."""
+    out = run_script("ray_data.py", tmp_path, "--quick")
+    res = json.loads((out / "ray_data-quick.json").read_text())
+    assert [r["config"] for r in res["rows"]] == ["one process, transcribe_batch, 2 threads",
+                                                  "Ray Data, 1 actor x 2 threads", "Ray Data, 2 actors x 1 thread"]
+    assert res["same_texts_everywhere"]
+    for r in res["rows"]:
+        assert r["wall_s"] > 0 and r["audio_s"] == 60.0 and r["audio_h_per_h"] > 0
