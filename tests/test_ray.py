@@ -186,3 +186,44 @@ def test_cli_with_a_folder_a_glob_and_a_manifest(soft_gguf, corpus, expected, tm
     proc = subprocess.run([sys.executable, "-m", "funasr_cpp.cli", *bad_args], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 1 and "no such file" in proc.stderr and "missing.gguf" in proc.stderr
+
+
+def test_cli_interrupted_then_resumed(soft_gguf, tmp_path):
+    """Ctrl-C in the middle of a job: exit code 130, only whole part files are left, and a rerun does
+    exactly the files that are missing."""
+    import signal
+    import time
+
+    import soundfile as sf
+
+    llm, mmproj = soft_gguf
+    rng = np.random.default_rng(9)
+    files = []
+    for i in range(60):
+        f = tmp_path / "in" / f"n{i:03d}.wav"
+        f.parent.mkdir(exist_ok=True)
+        sf.write(f, (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32), 16000)
+        files.append(f)
+    out = tmp_path / "out.parquet"
+    args = [sys.executable, "-m", "funasr_cpp.cli", "transcribe-dataset", str(tmp_path / "in"), "-o", str(out),
+            "--llm", str(llm), "--mmproj", str(mmproj), "--max-new-tokens", "12", "--batch-size", "1",
+            "--actors", "1", "--cpus-per-actor", "1"]
+    proc = subprocess.Popen(args, env=scripts_path_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("part-*.parquet"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: the files finished so far are kept" in err, err[-2000:]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "a temporary part survived"
+    first = read_output(out).to_pylist()
+    assert 3 <= len(first) < 60 and len({r["path"] for r in first}) == len(first)
+    proc = subprocess.run(args, env=scripts_path_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"60 files: {60 - len(first)} transcribed now (0 with an error" in proc.stderr
+    rows = {r["path"]: r for r in read_output(out).to_pylist()}
+    assert len(rows) == 60
+    with Model(llm, mmproj, n_threads=1) as m:
+        for f, want in zip(files, m.transcribe_batch(files, OPTIONS)):
+            assert rows[str(f)]["text"] == want.text and rows[str(f)]["error"] is None

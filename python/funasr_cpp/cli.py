@@ -224,6 +224,10 @@ def _cmd_transcribe_dataset(args: argparse.Namespace) -> int:
                                    ray_address=args.ray_address, actors=args.actors,
                                    cpus_per_actor=args.cpus_per_actor, batch_size=args.batch_size,
                                    limit=args.limit, progress=args.progress or sys.stderr.isatty(), **load)
+    except KeyboardInterrupt:
+        print(f"interrupted: the files finished so far are kept in {args.output}; run the same command again "
+              "to do the rest", file=sys.stderr)
+        return 130
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
