@@ -71,11 +71,7 @@ def key(job: dict) -> str:
 def run_measure(kind: str, spec: dict, threads: int, timeout: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, str(HERE / "measure.py"), kind, json.dumps(spec)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    if out.returncode != 0:
-        raise RuntimeError(f"measure.py {kind} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return workloads.run_json([sys.executable, HERE / "measure.py", kind, json.dumps(spec)], env=env, timeout=timeout)
 
 
 def engine_bench_parser(doc: str) -> argparse.ArgumentParser:

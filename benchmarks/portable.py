@@ -47,11 +47,7 @@ def variant_of(python: Path, env: dict) -> str:
 
 
 def measure(python: Path, env: dict, spec: dict) -> dict:
-    out = subprocess.run([str(python), str(HERE / "measure.py"), "ours", json.dumps(spec)], env=env,
-                         capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise SystemExit(f"measure.py failed under {python}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return workloads.run_json([python, HERE / "measure.py", "ours", json.dumps(spec)], env=env, timeout=1800)
 
 
 def main() -> int:

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,11 +76,7 @@ CHILDREN = {"single": child_single, "ray": child_ray}
 
 
 def run_child(kind: str, spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(spec)], capture_output=True,
-                         text=True, timeout=3600)
-    if out.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return workloads.run_json([sys.executable, __file__, "--child", kind, json.dumps(spec)])
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -142,11 +141,7 @@ CHILDREN = {"ours": child_ours, "upstream": child_upstream, "e2e": child_e2e}
 
 
 def run_child(kind: str, spec: dict, timeout: float = 3600) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(spec)], capture_output=True,
-                         text=True, timeout=timeout)
-    if out.returncode != 0:
-        raise RuntimeError(f"{kind} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return workloads.run_json([sys.executable, __file__, "--child", kind, json.dumps(spec)], timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------- report

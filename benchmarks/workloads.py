@@ -30,6 +30,19 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def run_json(argv: list, *, env: dict | None = None, timeout: float = 3600) -> dict:
+    """Run a measurement process; the JSON object on its last stdout line (RuntimeError with the
+    end of its stderr when it fails)."""
+    import json
+    import subprocess
+
+    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, timeout=timeout)
+    if out.returncode != 0:
+        what = " ".join([Path(argv[1]).name, *map(str, argv[2:-1])])  # e.g. "measure.py ours"
+        raise RuntimeError(f"{what} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def release_folder(work: Path, full: bool) -> Path:
     """A random-weight release folder: real Fun-ASR-Nano-2512 shapes (full) or the tiny test ones."""
     from fixtures.checkpoint import write_checkpoint

@@ -64,44 +64,62 @@ std::string module_file(const void * addr) {
 }
 #endif
 
+struct cpu_variant {
+    std::string name, file;
+    int score;    // -1: the module could not be opened or has no score function
+    bool loaded;
+};
+
 // Every CPU variant module in the lib dir with the score ggml's loader gives it on this CPU (0 =
 // the CPU lacks an instruction set the variant was compiled for); `loaded` marks the one in use.
-// Empty for a build with the CPU backend linked in (GGML_BACKEND_DL off).
+// Empty for a build with the CPU backend linked in (GGML_BACKEND_DL off). Neither the CPU nor the
+// loaded module changes after init(), so the modules are opened once, on the first call.
+const std::vector<cpu_variant> & find_cpu_variants() {
+    static const std::vector<cpu_variant> found = [] {
+        std::vector<cpu_variant> out;
+#ifdef FUNASR_GGML_BACKEND_DL
+        std::string loaded;
+        for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+            ggml_backend_reg_t reg = ggml_backend_reg_get(i);
+            if (std::string(ggml_backend_reg_name(reg)) == "CPU") loaded = module_file(reg);
+        }
+        const std::string prefix = "libggml-cpu-", suffix = ".so";
+        std::vector<std::filesystem::path> files;
+        std::error_code ec;
+        for (const auto & e : std::filesystem::directory_iterator(g_lib_dir, ec)) {
+            const std::string f = e.path().filename().string();
+            if (f.size() > prefix.size() + suffix.size() && f.compare(0, prefix.size(), prefix) == 0 &&
+                f.compare(f.size() - suffix.size(), suffix.size(), suffix) == 0) {
+                files.push_back(e.path());
+            }
+        }
+        std::sort(files.begin(), files.end());
+        for (const auto & path : files) {
+            const std::string f = path.filename().string();
+            int score = -1;
+            if (void * h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+                using score_fn = int (*)(void);
+                if (auto fn = reinterpret_cast<score_fn>(dlsym(h, "ggml_backend_score"))) score = fn();
+                dlclose(h);
+            }
+            out.push_back({f.substr(prefix.size(), f.size() - prefix.size() - suffix.size()), f, score, f == loaded});
+        }
+#endif
+        return out;
+    }();
+    return found;
+}
+
 py::list cpu_variants() {
     py::list out;
-#ifdef FUNASR_GGML_BACKEND_DL
-    std::string loaded;
-    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
-        ggml_backend_reg_t reg = ggml_backend_reg_get(i);
-        if (std::string(ggml_backend_reg_name(reg)) == "CPU") loaded = module_file(reg);
-    }
-    const std::string prefix = "libggml-cpu-", suffix = ".so";
-    std::vector<std::filesystem::path> files;
-    std::error_code ec;
-    for (const auto & e : std::filesystem::directory_iterator(g_lib_dir, ec)) {
-        const std::string f = e.path().filename().string();
-        if (f.size() > prefix.size() + suffix.size() && f.compare(0, prefix.size(), prefix) == 0 &&
-            f.compare(f.size() - suffix.size(), suffix.size(), suffix) == 0) {
-            files.push_back(e.path());
-        }
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto & path : files) {
-        const std::string f = path.filename().string();
-        int score = -1;  // -1: the module could not be opened or has no score function
-        if (void * h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
-            using score_fn = int (*)(void);
-            if (auto fn = reinterpret_cast<score_fn>(dlsym(h, "ggml_backend_score"))) score = fn();
-            dlclose(h);
-        }
+    for (const auto & v : find_cpu_variants()) {
         py::dict d;
-        d["name"] = f.substr(prefix.size(), f.size() - prefix.size() - suffix.size());
-        d["file"] = f;
-        d["score"] = score;
-        d["loaded"] = f == loaded;
+        d["name"] = v.name;
+        d["file"] = v.file;
+        d["score"] = v.score;
+        d["loaded"] = v.loaded;
         out.append(d);
     }
-#endif
     return out;
 }
 
@@ -159,7 +177,6 @@ py::dict system_info() {
     py::dict out;
     out["backends"] = backends;
     out["summary"] = std::string(llama_print_system_info());
-    out["cpu_variants"] = cpu_variants();
     return out;
 }
 
@@ -281,6 +298,8 @@ PYBIND11_MODULE(_core, m) {
           "Print llama.cpp/ggml log messages to stderr.");
     m.def("version_info", &version_info);
     m.def("system_info", &system_info);
+    m.def("cpu_variants", &cpu_variants,
+          "Portable builds: each ggml CPU variant module, its score on this CPU and whether it is loaded.");
     m.def("model_info", &model_info, py::arg("path"));
 
     py::register_local_exception_translator([](std::exception_ptr p) {

@@ -2,19 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from fixtures.llama_source import src
+
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("llama_cpp_source", REPO / "third_party" / "llama_cpp_source.py")
-src = importlib.util.module_from_spec(spec)
-sys.modules["llama_cpp_source"] = src
-spec.loader.exec_module(src)
 
 ORIGINAL = "int answer(void);\n// line two\n// line three\n"
 PATCH_1 = """--- a/tools/mtmd/x.h

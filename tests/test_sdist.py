@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.llama_source import src
+
 SDIST = os.environ.get("FUNASR_SDIST", "")
 PIN_BUILD, PIN_COMMIT = 11312, "0c1e570"
 
@@ -23,12 +25,6 @@ pytestmark = [
     pytest.mark.wheel,
     pytest.mark.skipif(not SDIST, reason="FUNASR_SDIST is not set: tools/build_wheel.sh writes the sdist"),
 ]
-
-
-def cache_root() -> Path:
-    if os.environ.get("FUNASR_CPP_CACHE"):
-        return Path(os.environ["FUNASR_CPP_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "funasr-cpp"
 
 
 def test_sdist_holds_the_sources_not_llama_cpp():
@@ -42,7 +38,7 @@ def test_sdist_holds_the_sources_not_llama_cpp():
 
 
 def test_sdist_builds_offline_from_the_cached_llama_cpp_source(tmp_path):
-    cache = cache_root()
+    cache = src.cache_root()
     assert (cache / f"llama.cpp-b{PIN_BUILD}" / "CMakeLists.txt").is_file(), \
         "the llama.cpp source is not cached (any earlier build puts it there)"
     venv = tmp_path / "venv"

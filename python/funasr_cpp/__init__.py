@@ -22,7 +22,7 @@ def _init_native(lib_dir: Path) -> None:
             "this build has no CPU variants (it is not a portable build: its CPU backend is compiled in)"
         raise ImportError(f"FUNASR_CPU_VARIANT={pin}: no such ggml CPU variant; {have}")
     _core.init(str(lib_dir))
-    if pin and not any(b["name"] == "CPU" for b in _core.system_info()["backends"]):
+    if pin and not any(v["loaded"] for v in _core.cpu_variants()):
         raise ImportError(f"FUNASR_CPU_VARIANT={pin}: this CPU lacks an instruction set that variant "
                           "needs (`funasr-cpp info` without the pin lists the scores)")
 

@@ -32,7 +32,7 @@ class SystemInfo:
             return "the CPU backend is built for one instruction set (not a portable build)"
         ok = sorted((v for v in self.cpu_variants if v["score"] > 0), key=lambda v: -v["score"])
         pin = os.environ.get("FUNASR_CPU_VARIANT")
-        if pin:
+        if pin and pin == self.cpu_variant:
             return f"pinned by FUNASR_CPU_VARIANT={pin}"
         others = ", ".join(f"{v['name']} {v['score']}" for v in ok if not v["loaded"])
         unsupported = [v["name"] for v in self.cpu_variants if v["score"] <= 0]
@@ -66,7 +66,7 @@ def system_info() -> SystemInfo:
         llama_cpp=f"b{_core.LLAMA_CPP_BUILD} ({_core.LLAMA_CPP_COMMIT})",
         backends=raw["backends"],
         summary=raw["summary"].strip(),
-        cpu_variants=raw["cpu_variants"],
+        cpu_variants=_core.cpu_variants(),
     )
 
 

@@ -280,6 +280,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                      help="mmproj type when converting a release (default auto: bf16 on CPUs with AVX512_BF16, else f16)")
 
 
+def _add_engine_args(p) -> None:
+    """How a Model runs (transcribe, transcribe-dataset): batch width, GPU, attention, KV cache."""
+    p.add_argument("--parallel", "-np", type=int, default=8, metavar="N",
+                   help="segments decoded together, of one file or several (default 8)")
+    p.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
+    p.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
+                   help="flash attention in the LLM and the encoder (default auto)")
+    p.add_argument("--kv-type", choices=["f16", "f32", "bf16", "q8_0"], default="f16",
+                   help="KV cache type (default f16; f32 reproduces upstream's fp32 run most closely)")
+
+
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     from .options import TranscribeOptions
 
@@ -359,13 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true",
                      help="replace existing output files (default: keep them and skip those inputs)")
     out.add_argument("--threads", "-t", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
-    out.add_argument("--parallel", "-np", type=int, default=8, metavar="N",
-                     help="segments decoded together, of one file or several (default 8)")
-    out.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
-    out.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
-                     help="flash attention in the LLM and the encoder (default auto)")
-    out.add_argument("--kv-type", choices=["f16", "f32", "bf16", "q8_0"], default="f16",
-                     help="KV cache type (default f16; f32 reproduces upstream's fp32 run most closely)")
+    _add_engine_args(out)
     out.add_argument("--progress", action="store_true",
                      help="show the progress bar on stderr even when it is not a terminal")
     tr.set_defaults(func=_cmd_transcribe)
@@ -397,11 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(ds)
     _add_decoding_args(ds)
     ds.add_argument("--word-timestamps", action="store_true", help="segments[].words from the CTC head")
-    ds.add_argument("--parallel", "-np", type=int, default=8, metavar="N",
-                    help="segments an actor decodes together (default 8)")
-    ds.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
-    ds.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto", help="flash attention (default auto)")
-    ds.add_argument("--kv-type", choices=["f16", "f32", "bf16", "q8_0"], default="f16", help="KV cache type (default f16)")
+    _add_engine_args(ds)
     ds.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     ds.set_defaults(func=_cmd_transcribe_dataset)
 

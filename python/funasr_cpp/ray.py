@@ -113,25 +113,19 @@ class Transcriber:
 
         cols = _columns(batch)
         n = len(next(iter(cols.values()))) if cols else 0
-        paths = cols.get("path", [None] * n)
-        datas = cols.get("bytes", [None] * n)
-        items, bad = [], {}
-        for i in range(n):
-            item = datas[i] if datas[i] is not None else paths[i]
-            if item is None:
-                bad[i] = "the row has neither a 'path' nor a 'bytes' value"
-            items.append(item if item is not None else b"")
-        good = [i for i in range(n) if i not in bad]
-        results = dict(zip(good, self.model.transcribe_batch([items[i] for i in good], self.options,
-                                                             return_exceptions=True)))
+        paths, datas, sizes, mtimes = (cols.get(k, [None] * n) for k in ("path", "bytes", "size", "mtime"))
+        # a row's audio: its bytes, else the file at its path
+        items = {i: d if d is not None else p for i, (d, p) in enumerate(zip(datas, paths))
+                 if d is not None or p is not None}
+        results = dict(zip(items, self.model.transcribe_batch(list(items.values()), self.options,
+                                                              return_exceptions=True)))
         rows = []
         for i in range(n):
             r = results.get(i)
-            row = {"path": None if paths[i] is None else str(paths[i]), "size": cols.get("size", [None] * n)[i],
-                   "mtime": cols.get("mtime", [None] * n)[i], "text": None, "language": None, "duration": None,
-                   "segments": [], "error": None, "timings": None}
-            if i in bad:
-                row["error"] = bad[i]
+            row = {"path": None if paths[i] is None else str(paths[i]), "size": sizes[i], "mtime": mtimes[i],
+                   "text": None, "language": None, "duration": None, "segments": [], "error": None, "timings": None}
+            if i not in items:
+                row["error"] = "the row has neither a 'path' nor a 'bytes' value"
             elif isinstance(r, BaseException):
                 row["error"] = str(r) or type(r).__name__
             else:
