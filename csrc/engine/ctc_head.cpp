@@ -1,7 +1,7 @@
 // CTC head, host side (see ctc_head.h). Upstream: funasr/models/fun_asr_nano/model.py,
 // FunASRNano.inference_llm: ctc_logits = ctc.log_softmax(ctc_decoder(encoder_out)); greedy text =
 // argmax, unique_consecutive, blanks removed, SenseVoice tokenizer decode.
-#include "ctc_head.h"
+#include "engine/ctc_head.h"
 
 #include "gguf.h"
 

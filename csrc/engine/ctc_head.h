@@ -3,7 +3,7 @@
 // turned into log-probabilities of any tokens, and the greedy transcript's bytes for drafts.
 #pragma once
 
-#include "gguf_rows.h"
+#include "engine/gguf_rows.h"
 
 #include <cstdint>
 #include <memory>

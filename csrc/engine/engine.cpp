@@ -1,9 +1,9 @@
 // The batched decoding engine (see asr_engine.h). Each job follows upstream's inference
 // (funasr/models/fun_asr_nano/model.py, FunASRNano.inference): the ChatML prompt with the audio
 // rows in place of the media marker, prefilled, then greedy decoding until an end of turn.
-#include "asr_engine.h"
+#include "engine/engine.h"
 
-#include "funasr.h"  // funasr_mtmd_encode_audio
+#include "model/funasr.h"  // funasr_mtmd_encode_audio
 #include "ggml.h"
 
 #include <algorithm>

@@ -12,9 +12,9 @@
 
 #include "llama.h"
 #include "mtmd.h"
-#include "ctc_head.h"
-#include "gguf_rows.h"
-#include "py_native.h"
+#include "engine/ctc_head.h"
+#include "engine/gguf_rows.h"
+#include "python/native.h"
 
 #include <condition_variable>
 #include <cstdint>

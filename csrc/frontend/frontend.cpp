@@ -16,7 +16,7 @@
 // (sample/bin index major, frame minor), so that every inner loop runs over the lanes
 // with a fixed trip count and the compiler vectorizes it; the FFT is a 512-point real
 // FFT computed as a 256-point complex radix-2 FFT plus the usual split step.
-#include "funasr.h"
+#include "model/funasr.h"
 
 #include <algorithm>
 #include <cfloat>

@@ -5,7 +5,7 @@
 //   user_language=<instruction with {language} where the language's name goes>
 //   language=<code>=<name>          (any number of them)
 //   -#}
-#include "funasr_chat.h"
+#include "model/funasr_chat.h"
 
 #include <sstream>
 #include <stdexcept>

@@ -1,5 +1,5 @@
 // funasr projector: hyper-parameters, tensors and token count, called from clip.cpp's switches.
-#include "funasr.h"
+#include "model/funasr.h"
 
 #include "gguf.h"
 

@@ -1,7 +1,7 @@
 // funasr projector graph: SenseVoice SAN-M encoder + Fun-ASR adaptor (+ the optional CTC branch),
 // following funasr 1.4.16 models/sense_voice/model.py (SenseVoiceEncoderSmall), models/llm_asr/adaptor.py
 // (Transformer) and models/fun_asr_nano/model.py (FunASRNano.inference_llm, the CTC part).
-#include "funasr.h"
+#include "model/funasr.h"
 
 #include <cmath>
 

@@ -7,11 +7,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "asr_engine.h"
+#include "engine/engine.h"
 #include "gguf.h"
 #include "llama.h"
 #include "mtmd.h"
-#include "py_native.h"
+#include "python/native.h"
 
 #include <algorithm>
 #include <memory>

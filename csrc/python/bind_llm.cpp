@@ -6,7 +6,7 @@
 
 #include "common.h"
 #include "llama.h"
-#include "py_native.h"
+#include "python/native.h"
 
 #include <algorithm>
 #include <cstring>

@@ -3,8 +3,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "fsmn_vad.h"
-#include "py_native.h"
+#include "vad/fsmn_vad.h"
+#include "python/native.h"
 
 #include <algorithm>
 #include <cmath>

@@ -11,7 +11,7 @@
 #include "ggml.h"
 #include "llama.h"
 #include "mtmd.h"
-#include "py_native.h"
+#include "python/native.h"
 
 #include <algorithm>
 #include <cctype>

@@ -1,5 +1,5 @@
 // The helpers layer of the _core binding: see py_native.h.
-#include "py_native.h"
+#include "python/native.h"
 
 #include "gguf.h"
 

@@ -8,8 +8,8 @@
 
 #include "clip-impl.h"
 #include "clip.h"
-#include "funasr.h"
-#include "py_native.h"
+#include "model/funasr.h"
+#include "python/native.h"
 
 #include <algorithm>
 #include <cstring>

@@ -2,7 +2,7 @@
 // as a ggml graph, and the offline path of model.py (FsmnVADStreaming.inference, forward,
 // DetectOneFrame, WindowDetector, GetFrameState) with the same arithmetic, so that the same
 // posteriors give the same segments.
-#include "fsmn_vad.h"
+#include "vad/fsmn_vad.h"
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"

@@ -4,7 +4,7 @@
 // from its own GGUF (converters/vad_gguf.py): it is not an LLM input, so mtmd has no part in it.
 #pragma once
 
-#include "funasr.h"
+#include "model/funasr.h"
 
 #include <cstdint>
 #include <functional>
