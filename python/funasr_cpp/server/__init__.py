@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import formats
-from .options import TranscribeOptions
+from .. import formats
+from ..options import TranscribeOptions
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 _MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json", "text": "text/plain; charset=utf-8",

@@ -48,7 +48,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .converters.convert import run
+    from ..converters.convert import run
 
     return run(args)
 
@@ -83,8 +83,8 @@ def _output_paths(files: list[str], outdir, fmt: str) -> list:
 
 def _load_model(args: argparse.Namespace, load: dict):
     """The Model of --model (or --llm/--mmproj) with --vad-model, for transcribe and serve."""
-    from .hub import DEFAULT_MODEL, resolve_vad_model
-    from .model import Model
+    from ..hub import DEFAULT_MODEL, resolve_vad_model
+    from ..model import Model
 
     vad_model = resolve_vad_model(args.vad_model, hub=args.hub) if args.vad_model else None
     if args.llm:
@@ -95,7 +95,7 @@ def _load_model(args: argparse.Namespace, load: dict):
 
 def _options(args: argparse.Namespace):
     """The TranscribeOptions of the decoding flags (transcribe, transcribe-dataset)."""
-    from .options import TranscribeOptions
+    from ..options import TranscribeOptions
 
     hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()] if args.hotwords else None
     if args.vad == "fsmn" and not args.vad_model:
@@ -125,7 +125,7 @@ def _check_model_flags(args: argparse.Namespace) -> bool:
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import formats
+    from .. import formats
 
     if not _check_model_flags(args):
         return 2
@@ -193,8 +193,8 @@ def _cmd_transcribe_dataset(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"error: transcribe-dataset needs its extra: pip install 'funasr-cpp[ray]' ({e})", file=sys.stderr)
         return 1
-    from .hub import DEFAULT_MODEL, resolve_model, resolve_vad_model
-    from .ray import transcribe_corpus
+    from ..hub import DEFAULT_MODEL, resolve_model, resolve_vad_model
+    from ..ray import transcribe_corpus
 
     if not _check_model_flags(args):
         return 2
@@ -237,7 +237,7 @@ def _cmd_transcribe_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .options import TranscribeOptions
+    from ..options import TranscribeOptions
 
     try:
         import starlette  # noqa: F401
@@ -257,7 +257,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from .server import serve
+    from ..server import serve
 
     with model:
         serve(model, host=args.host, port=args.port, api_key=args.api_key, model_name=args.model_name,
@@ -292,7 +292,7 @@ def _add_engine_args(p) -> None:
 
 
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
-    from .options import TranscribeOptions
+    from ..options import TranscribeOptions
 
     dec = p.add_argument_group("decoding")
     dec.add_argument("--language", "-l", default=None,
@@ -321,7 +321,7 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     import funasr_cpp
-    from .options import TranscribeOptions
+    from ..options import TranscribeOptions
 
     ap = argparse.ArgumentParser(prog="funasr-cpp", description="Fun-ASR-Nano speech recognition on llama.cpp")
     ap.add_argument("--version", action="version",
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show versions, ggml backends and devices; or a GGUF model's metadata")
     info.add_argument("model", nargs="*", help="GGUF files to describe (LLM or funasr mmproj)")
     info.set_defaults(func=_cmd_info)
-    from .converters.convert import add_arguments as add_convert_arguments
+    from ..converters.convert import add_arguments as add_convert_arguments
 
     conv = sub.add_parser("convert", help="convert a released checkpoint folder to an LLM GGUF + mmproj GGUF",
                           description="Read a Fun-ASR-Nano release folder (model.pt, config.yaml, Qwen3-0.6B/) "
