@@ -19,11 +19,12 @@ Options and their defaults: :class:`funasr_cpp.TranscribeOptions`; where models 
 """
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
@@ -33,12 +34,12 @@ from . import _core
 from .draft import DraftSource, draft_tokens
 from .guard import cut_repetition
 from .hub import DEFAULT_MODEL, resolve_model, resolve_vad_model
-from .options import Timings, TranscribeOptions
+from .audio import SAMPLE_RATE, load_audio
+from .options import LoadOptions, Timings, TranscribeOptions
 from .prompt import build_prompt, postprocess
 from .timestamps import CtcTokenizer, Word, segment_ctc, words_from_spans
 from .vad import FsmnVad, VadOptions, split_utterances
 
-SAMPLE_RATE = 16000
 MIN_SAMPLES = 400                 # 25 ms: one fbank frame; shorter audio gives no audio rows
 
 AudioInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray]
@@ -111,22 +112,20 @@ class Model:
     ``n_parallel`` segments (of one call or of several) are decoded together in one batch.
     ``n_ctx=0`` (default) sizes the LLM's KV cache to the segments that run together: multiples
     of 1024 cells, grown when nothing runs (a 30 s segment and its answer need ~1000 at most);
-    a fixed ``n_ctx`` caps it."""
+    a fixed ``n_ctx`` caps it. Every loading option and its default: :class:`LoadOptions`."""
 
-    def __init__(self, llm_gguf: Union[str, os.PathLike], mmproj_gguf: Union[str, os.PathLike], *,
-                 n_threads: Optional[int] = None, n_gpu_layers: int = -1, use_gpu: bool = True,
-                 n_ctx: int = 0, flash_attn: str = "auto", n_batch: int = 512, kv_type: str = "f16",
-                 n_parallel: int = 8, vad_model: Union["FsmnVad", str, os.PathLike, None] = None):
-        """``vad_model``: an :class:`funasr_cpp.vad.FsmnVad`, or its GGUF; with one, ``vad="auto"``
+    def __init__(self, llm_gguf: Union[str, os.PathLike], mmproj_gguf: Union[str, os.PathLike],
+                 options: Optional[LoadOptions] = None, *,
+                 vad_model: Union["FsmnVad", str, os.PathLike, None] = None, **overrides: Any):
+        """``options``: a :class:`funasr_cpp.options.LoadOptions` (default: its defaults);
+        ``overrides`` change single fields of it (``n_threads=4``, ``n_parallel=2``, ...).
+        ``vad_model``: an :class:`funasr_cpp.vad.FsmnVad`, or its GGUF; with one, ``vad="auto"``
         segments with it."""
         t0 = time.perf_counter()
+        self.load_options = LoadOptions.build(options, **overrides)
         if vad_model is not None and not isinstance(vad_model, FsmnVad):
-            vad_model = FsmnVad(vad_model, n_threads=n_threads)
-        self._asr = _core.AsrModel(os.fspath(llm_gguf), os.fspath(mmproj_gguf),
-                                   n_threads=0 if n_threads is None else int(n_threads),
-                                   n_gpu_layers=n_gpu_layers, use_gpu=use_gpu, n_ctx=n_ctx,
-                                   n_batch=n_batch, flash_attn=flash_attn, kv_type=kv_type,
-                                   n_parallel=n_parallel)
+            vad_model = FsmnVad(vad_model, n_threads=self.load_options.n_threads)
+        self._asr = _core.AsrModel(os.fspath(llm_gguf), os.fspath(mmproj_gguf), **self.load_options.engine_kwargs())
         self.load_ms = (time.perf_counter() - t0) * 1000.0
         self.llm_path = Path(llm_gguf)
         self.mmproj_path = Path(mmproj_gguf)
@@ -269,8 +268,6 @@ class Model:
                draft: Optional[DraftSource]) -> _Call:
         """Read and split the audio and submit its segments."""
         wall0 = time.perf_counter()
-        from .audio import load_audio
-
         if opts.word_timestamps:
             self.check_word_timestamps()
         mode = self._vad_mode(opts)
@@ -437,8 +434,10 @@ class PendingTranscription:
 # ---------------------------------------------------------------------------------------------
 # module-level transcribe
 
-_MODEL_KEYS = ("cache_dir", "llm_type", "mmproj_type", "hub", "n_threads", "n_gpu_layers", "use_gpu", "n_ctx",
-               "flash_attn", "n_batch", "kv_type", "n_parallel", "vad_model")
+# the loading keywords transcribe() takes along with the transcription options: from_pretrained's
+# own and LoadOptions' fields
+_MODEL_KEYS = tuple(p.name for p in inspect.signature(Model.from_pretrained).parameters.values()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY) + tuple(f.name for f in fields(LoadOptions))
 _MODELS: dict = {}
 _MODELS_LOCK = threading.Lock()
 

@@ -1,7 +1,8 @@
-"""How to transcribe (:class:`TranscribeOptions`) and what it cost (:class:`Timings`).
+"""How to load a model (:class:`LoadOptions`) and how to transcribe (:class:`TranscribeOptions`).
 
-Every transcription default and every check of an option value lives here: ``Model.transcribe``,
-the module-level ``transcribe()`` and the CLI all build a :class:`TranscribeOptions`.
+Every default lives here once: ``Model``, ``Model.transcribe``, the module-level ``transcribe()``,
+the CLI and the server build these classes, and the native binding takes the values they hold
+(it has no defaults of its own).
 """
 from __future__ import annotations
 
@@ -16,7 +17,65 @@ from .prompt import check_hotwords, normalize_language
 #: Runaway guard, token budget: BASE_TOKENS + max_tokens_per_second * seconds per segment.
 BASE_TOKENS = 20
 TOKENS_PER_SECOND = 15.0
+#: ``TranscribeOptions.vad`` values, and their names on the command line and in the server's form
+#: (``"none"`` for None).
 VAD_MODES = ("auto", "fsmn", "energy", None)
+VAD_NAMES = tuple("none" if m is None else m for m in VAD_MODES)
+
+
+def vad_mode(name: str) -> Optional[str]:
+    """The ``TranscribeOptions.vad`` value of a name in :data:`VAD_NAMES` (``"none"`` -> None);
+    ValueError for any other name."""
+    if name not in VAD_NAMES:
+        raise ValueError(f"vad must be one of {', '.join(VAD_NAMES)}, got {name!r}")
+    return None if name == "none" else name
+
+
+def _check_names(cls: type, changes: dict, what: str) -> dict:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(changes) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown {what} option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    return changes
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the native engine is loaded (``Model(llm, mmproj, options, **overrides)``; the values are
+    checked by the engine when it loads).
+
+    - ``n_threads``: CPU threads; None (or 0) = all cores.
+    - ``n_gpu_layers``: LLM layers offloaded to a GPU backend (-1 = all, when the build has one).
+    - ``use_gpu``: run the encoder on a GPU backend when the build has one.
+    - ``n_ctx``: the LLM's KV cache cells; 0 (default) sizes it to the segments that run
+      together, in multiples of 1024 grown when nothing runs; a fixed value caps it.
+    - ``flash_attn``: ``"auto"``, ``"on"`` or ``"off"``.
+    - ``n_batch``: llama.cpp's logical batch (prompt rows per decode call).
+    - ``kv_type``: KV cache type (``"f16"``, ``"f32"`` for bit-level parity work, ``"bf16"``, ``"q8_0"``).
+    - ``n_parallel``: segments decoded together in one batch.
+    """
+    n_threads: Optional[int] = None
+    n_gpu_layers: int = -1
+    use_gpu: bool = True
+    n_ctx: int = 0
+    flash_attn: str = "auto"
+    n_batch: int = 512
+    kv_type: str = "f16"
+    n_parallel: int = 8
+
+    @classmethod
+    def build(cls, options: Optional["LoadOptions"] = None, **overrides: Any) -> "LoadOptions":
+        """``options`` (default: all defaults) with ``overrides`` applied (unknown names: TypeError)."""
+        if options is not None and not isinstance(options, cls):
+            raise TypeError(f"options must be a LoadOptions, got {type(options).__name__}")
+        base = options if options is not None else cls()
+        return dataclasses.replace(base, **_check_names(cls, overrides, "loading")) if overrides else base
+
+    def engine_kwargs(self) -> dict:
+        """The keywords of ``_core.AsrModel`` (every value given: the binding has no defaults)."""
+        kw = dataclasses.asdict(self)
+        kw["n_threads"] = 0 if self.n_threads is None else int(self.n_threads)
+        return kw
 
 
 @dataclass(frozen=True)
@@ -101,12 +160,7 @@ class TranscribeOptions:
 
     @classmethod
     def check_names(cls, changes: dict) -> dict:
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(changes) - set(valid))
-        if unknown:
-            raise TypeError(f"unknown transcription option(s) {', '.join(map(repr, unknown))}; "
-                            f"valid: {', '.join(valid)}")
-        return changes
+        return _check_names(cls, changes, "transcription")
 
     @classmethod
     def build(cls, options: Optional["TranscribeOptions"] = None, **overrides: Any) -> "TranscribeOptions":
@@ -177,4 +231,5 @@ class Timings:
         return dataclasses.asdict(self)
 
 
-__all__ = ["BASE_TOKENS", "VAD_MODES", "TOKENS_PER_SECOND", "Timings", "TranscribeOptions", "token_budget"]
+__all__ = ["BASE_TOKENS", "LoadOptions", "TOKENS_PER_SECOND", "Timings", "TranscribeOptions", "VAD_MODES",
+           "VAD_NAMES", "token_budget", "vad_mode"]
