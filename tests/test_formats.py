@@ -9,8 +9,8 @@ import pytest
 
 from funasr_cpp import TranscribeOptions, formats
 from funasr_cpp.cli import _output_paths
-from funasr_cpp.model import Segment, Transcription
-from funasr_cpp.options import Timings, token_budget
+from funasr_cpp.types import Segment, Timings, Transcription, Word
+from funasr_cpp.options import token_budget
 
 
 def _result() -> Transcription:
@@ -34,7 +34,6 @@ def test_timestamps_srt_vtt():
 
 
 def test_cues_cut_at_word_times():
-    from funasr_cpp.timestamps import Word
     words = [Word(0.0, 0.5, " The", 0.9), Word(0.5, 1.0, " quick", 0.9), Word(1.0, 1.4, " brown", 0.9),
              Word(1.4, 3.9, " fox", 0.9), Word(4.0, 4.2, "今", 0.9), Word(4.2, 4.4, "天", 0.9)]
     r = Transcription("x", [Segment(0.0, 4.5, " The quick brown fox今天", [], words=words), Segment(5.0, 6.0, " b", [])],

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
@@ -35,39 +35,16 @@ from .draft import DraftSource, draft_tokens
 from .guard import cut_repetition
 from .hub import DEFAULT_MODEL, resolve_model, resolve_vad_model
 from .audio import SAMPLE_RATE, load_audio
-from .options import LoadOptions, Timings, TranscribeOptions
+from .options import LoadOptions, TranscribeOptions
 from .prompt import build_prompt, postprocess
-from .timestamps import CtcTokenizer, Word, segment_ctc, words_from_spans
+from .timestamps import CtcTokenizer, segment_ctc, words_from_spans
+from .types import Segment, Timings, Transcription, Word  # Segment, Transcription, Word re-exported
 from .vad import FsmnVad, VadOptions, split_utterances
 
 MIN_SAMPLES = 400                 # 25 ms: one fbank frame; shorter audio gives no audio rows
 
 AudioInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray]
 ProgressCallback = Callable[[float, float], Any]
-
-
-@dataclass
-class Segment:
-    """One utterance: times in seconds from the start of the audio."""
-    start: float
-    end: float
-    text: str
-    tokens: list[int] = field(default_factory=list)
-    repetition_cut: bool = False
-    words: list[Word] = field(default_factory=list)  # word_timestamps: one per CTC token (timestamps.Word)
-
-
-@dataclass
-class Transcription:
-    text: str
-    segments: list[Segment]
-    language: Optional[str]       # the requested language (upstream name), None = automatic
-    duration: float               # seconds of audio
-    timings: Timings = field(default_factory=Timings)
-    ctc_text: Optional[str] = None  # the CTC head's greedy transcript, when it ran (timestamps, drafts)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _join_texts(texts: Iterable[str]) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .prompt import check_hotwords, normalize_language
+from .types import Timings  # re-exported: its home before types.py
 
 #: Runaway guard, token budget: BASE_TOKENS + max_tokens_per_second * seconds per segment.
 BASE_TOKENS = 20
@@ -181,54 +182,6 @@ def token_budget(seconds: float, max_new_tokens: int, tokens_per_second: Optiona
     if tokens_per_second is None:
         return int(max_new_tokens)
     return max(1, min(int(max_new_tokens), math.ceil(BASE_TOKENS + tokens_per_second * seconds)))
-
-
-@dataclass
-class Timings:
-    """What a transcription cost: stage times in milliseconds summed over its segments, token
-    counts, and the rates derived from them (set by :meth:`finish`)."""
-    load_ms: float = 0.0          # Model load (once per Model; repeated in every result)
-    frontend_ms: float = 0.0      # fbank + LFR
-    encode_ms: float = 0.0        # encoder + adaptor
-    prefill_ms: float = 0.0       # prompt + audio rows through the LLM
-    decode_ms: float = 0.0        # greedy decoding
-    vad_ms: float = 0.0           # speech segments (FSMN-VAD or the energy splitter)
-    timestamps_ms: float = 0.0    # CTC text + alignment on the host (the CTC head's graph is in encode_ms)
-    total_ms: float = 0.0         # wall time of the whole call, audio decoding included
-    n_prompt_tokens: int = 0
-    n_cached_tokens: int = 0      # prompt tokens kept in the KV cache from the previous segment
-    n_generated_tokens: int = 0
-    n_decoded_tokens: int = 0     # decode steps (the first token comes from the prefill)
-    n_draft_tokens: int = 0       # speculative decoding: draft tokens verified ...
-    n_accepted_tokens: int = 0    # ... and taken
-    tokens_per_s: float = 0.0             # tokens out of decode steps (steps + accepted drafts) / decode time
-    prefill_tokens_per_s: float = 0.0     # (n_prompt_tokens - n_cached_tokens) / prefill time
-    real_time_factor: float = 0.0         # total time / audio duration
-
-    STAGES = ("frontend_ms", "encode_ms", "prefill_ms", "decode_ms")  # class constant, not a field
-
-    def add(self, generation: Any) -> None:
-        """Add one ``_core.Generation`` (one segment)."""
-        for k in self.STAGES:
-            setattr(self, k, getattr(self, k) + float(getattr(generation, k)))
-        self.n_prompt_tokens += int(generation.n_prompt_tokens)
-        self.n_cached_tokens += int(generation.n_cached_tokens)
-        self.n_generated_tokens += len(generation.tokens)
-        self.n_decoded_tokens += int(generation.n_decoded_tokens)
-        self.n_draft_tokens += int(generation.n_draft_tokens)
-        self.n_accepted_tokens += int(generation.n_accepted_tokens)
-
-    def finish(self, total_ms: float, duration: float) -> "Timings":
-        self.total_ms = total_ms
-        decoded = self.n_decoded_tokens + self.n_accepted_tokens
-        self.tokens_per_s = decoded / (self.decode_ms / 1000.0) if self.decode_ms > 0 else 0.0
-        prefilled = self.n_prompt_tokens - self.n_cached_tokens
-        self.prefill_tokens_per_s = prefilled / (self.prefill_ms / 1000.0) if self.prefill_ms > 0 else 0.0
-        self.real_time_factor = total_ms / 1000.0 / duration if duration > 0 else 0.0
-        return self
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 __all__ = ["BASE_TOKENS", "LoadOptions", "TOKENS_PER_SECOND", "Timings", "TranscribeOptions", "VAD_MODES",

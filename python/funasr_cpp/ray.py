@@ -29,7 +29,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from .options import Timings, TranscribeOptions
+from .options import TranscribeOptions
+from .types import Timings
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
 MANIFEST_EXTENSIONS = {".txt", ".lst", ".list"}

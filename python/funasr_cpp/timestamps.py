@@ -32,6 +32,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .types import Word  # re-exported: its home before types.py
+
 #: one CTC frame: 6 LFR-stacked 10 ms fbank frames
 FRAME_SECONDS = 0.06
 
@@ -216,16 +218,6 @@ def segment_ctc(text: str, best: Sequence[int], log_probs: Optional[LogProbColum
         return CtcResult(ctc_text, [], [])
     return CtcResult(ctc_text, align_columns(log_probs, tokenizer.encode(ctc_text), blank, n_vocab),
                      align_columns(log_probs, tokenizer.encode(text), blank, n_vocab))
-
-
-@dataclass
-class Word:
-    """A timed piece of text (faster-whisper's name): seconds from the start of the audio, and the
-    highest per-frame probability of its frames (the mean over the pieces of a merged word)."""
-    start: float
-    end: float
-    text: str
-    probability: float
 
 
 def words_from_spans(spans: Sequence[TokenSpan], tokenizer: CtcTokenizer, offset: float = 0.0) -> list[Word]:
