@@ -1,0 +1,65 @@
+"""The app: what the routes share, the routes, and the metrics middleware around them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..options import TranscribeOptions
+from .errors import ApiError
+
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
+
+
+@dataclass
+class Server:
+    """What the routes share (``request.app.state.server``)."""
+    model: Any
+    model_name: str
+    api_key: Optional[str]
+    options: TranscribeOptions       # the server's options, which each request's form fields change
+    max_upload_mb: float
+    request_timeout: float
+    admission: Any                   # admission.Admission
+
+    def check_key(self, request) -> None:
+        if self.api_key is not None and request.headers.get("authorization", "") != f"Bearer {self.api_key}":
+            raise ApiError(401, "invalid or missing API key (Authorization: Bearer KEY)", type="authentication_error",
+                           code="invalid_api_key")
+
+
+def create_app(model, *, model_name: str = "fun-asr-nano", api_key: Optional[str] = None, max_concurrency: int = 4,
+               max_queue: int = 16, max_upload_mb: float = 100.0, request_timeout: float = 600.0,
+               options: Optional[TranscribeOptions] = None):
+    """The ASGI app around a loaded :class:`funasr_cpp.Model` (not closed by the app). ``options``:
+    the server's TranscribeOptions, which each request's form fields change."""
+    # imported here: `import funasr_cpp.server` works without the server extra
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from . import routes
+    from .admission import Admission
+    from .metrics import Metrics, MetricsMiddleware
+    from .transcriptions import transcriptions
+
+    if max_concurrency < 1 or max_queue < 0 or not max_upload_mb > 0 or not request_timeout > 0:
+        raise ValueError("max_concurrency >= 1, max_queue >= 0, max_upload_mb > 0 and request_timeout > 0 are required")
+    metrics = Metrics()
+    server = Server(model=model, model_name=model_name, api_key=api_key, options=TranscribeOptions.build(options),
+                    max_upload_mb=max_upload_mb, request_timeout=request_timeout,
+                    admission=Admission(metrics, max_concurrency, max_queue))
+    app = Starlette(routes=[Route(TRANSCRIPTIONS, transcriptions, methods=["POST"]),
+                            Route("/v1/models", routes.models, methods=["GET"]),
+                            Route("/health", routes.health, methods=["GET"]),
+                            Route("/metrics", routes.metrics, methods=["GET"])],
+                    middleware=[Middleware(MetricsMiddleware, metrics=metrics, path=TRANSCRIPTIONS)])
+    app.state.server = server
+    app.state.metrics = metrics
+    return app
+
+
+def serve(model, *, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
+    """Run the app with uvicorn until interrupted; ``kwargs`` go to :func:`create_app`."""
+    import uvicorn
+
+    uvicorn.run(create_app(model, **kwargs), host=host, port=port, log_level="info")
