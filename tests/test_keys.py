@@ -53,6 +53,6 @@ def test_every_entry_has_a_comment():
 
 
 def test_formats_fill():
-    assert keys.TN_CTC_BLK % (3, keys.TN_PART_ATTN_Q + ".weight") == "ctc.blk.3.attn_q.weight"
+    assert keys.TN_CTC_BLK % (3, keys.TN_PART_ATTN_Q, "weight") == "ctc.blk.3.attn_q.weight"
     assert keys.TN_ENC_CONV_DW % 7 == "a.blk.7.conv_dw.weight"
     assert keys.KEY_VAD_OPTION % "detect_mode" == "fsmn_vad.options.detect_mode"

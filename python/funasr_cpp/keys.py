@@ -106,17 +106,17 @@ PROJECTOR_FUNASR = "funasr"   # clip.projector_type of our mmproj
 
 # mmproj tensors: %d = layer index, %s = "weight" or "bias" unless noted
 TN_ENC_POS_EMBD = "a.position_embd.weight"  # sinusoidal position table, row r = position r+1
-TN_ENC_BLK      = "a.blk.%d.%s"             # SAN-M block tensor, %s = a TN_PART_* + ".weight"/".bias"
+TN_ENC_BLK      = "a.blk.%d.%s.%s"          # SAN-M block tensor: block, a TN_PART_*, weight or bias
 TN_ENC_CONV_DW  = "a.blk.%d.conv_dw.weight" # FSMN depthwise memory kernel [taps, channels]
 TN_ENC_POST_LN  = "a.post_ln.%s"            # after_norm (between encoders and tp_encoders)
 TN_ADP_NORM_PRE = "mm.a.norm_pre.%s"        # tp_norm (encoder output norm)
 TN_ADP_MLP      = "mm.a.mlp.%d.%s"          # adaptor linear1 (%d = 1, ReLU) and linear2 (%d = 2)
-TN_ADP_BLK      = "mm.a.local_blk.%d.%s"    # adaptor block tensor, %s = a TN_PART_* + ".weight"/".bias"
+TN_ADP_BLK      = "mm.a.local_blk.%d.%s.%s" # adaptor block tensor: block, a TN_PART_*, weight or bias
 TN_CTC_MLP      = "ctc.mlp.%d.%s"           # CTC decoder linear1 (%d = 1) and linear2 (%d = 2)
-TN_CTC_BLK      = "ctc.blk.%d.%s"           # CTC decoder block tensor, %s = a TN_PART_* + ".weight"/".bias"
+TN_CTC_BLK      = "ctc.blk.%d.%s.%s"        # CTC decoder block tensor: block, a TN_PART_*, weight or bias
 TN_CTC_PROJ     = "ctc.out.%s"              # CTC output projection (ctc_lo)
 
-# parts of a block (the %s of TN_*_BLK, before ".weight"/".bias")
+# parts of a block (the first %s of TN_*_BLK)
 TN_PART_LN1      = "ln1"      # norm1
 TN_PART_LN2      = "ln2"      # norm2
 TN_PART_ATTN_QKV = "attn_qkv" # SAN-M fused q/k/v projection
