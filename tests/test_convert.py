@@ -397,17 +397,62 @@ def test_cli_convert(ckpt, tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("how", [["-m", "converters"], ["converters"]])
-def test_converters_run_from_a_checkout(ckpt, tmp_path, how):
+def test_converters_run_as_a_module(ckpt, tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, *how, str(ckpt), "-o", str(tmp_path)], cwd=repo,
+    out = subprocess.run([sys.executable, "-m", "funasr_cpp.converters", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--outdir" in out.stdout, out.stderr
+    out = subprocess.run([sys.executable, "-m", "funasr_cpp.converters", str(ckpt), "-o", str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "fun-asr-nano-tiny-f16.gguf").exists()
+
+
+# a child Python in which the native extensions cannot be imported, as where they were never built
+NO_NATIVE = """
+import importlib.abc, sys
+class NoNative(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in ("funasr_cpp._core", "funasr_cpp._testing"):
+            raise ImportError(f"{name} is hidden (test)")
+sys.meta_path.insert(0, NoNative())
+"""
+
+
+def run_without_native(code: str, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", NO_NATIVE + code, *args], capture_output=True, text=True)
+
+
+def test_hidden_extension_really_is_hidden():
+    out = run_without_native("import funasr_cpp; funasr_cpp.Model")
+    assert out.returncode != 0 and "funasr_cpp._core is hidden" in out.stderr, out.stderr
+
+
+def test_converters_import_and_convert_without_the_native_extension(ckpt, tmp_path):
+    out = run_without_native("""
+import runpy, sys
+import funasr_cpp.converters, funasr_cpp.keys, funasr_cpp.prompt
+from funasr_cpp.converters import convert
+llm, mmproj = convert(sys.argv[1], sys.argv[2], llm_type="f32", mmproj_type="q8_0", progress=False)
+print(llm.name, mmproj.name)
+sys.argv = ["funasr_cpp.converters", "--help"]
+try:
+    runpy.run_module("funasr_cpp.converters", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    assert exc.code == 0, exc.code
+loaded = sorted(m for m in sys.modules if m.startswith("funasr_cpp") and not m.startswith("funasr_cpp.converters"))
+print("loaded:", " ".join(loaded))
+""", str(ckpt), str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "fun-asr-nano-tiny-f32.gguf mmproj-fun-asr-nano-tiny-q8_0.gguf" in out.stdout
+    assert "--outdir" in out.stdout
+    loaded = out.stdout.split("loaded:")[1].split()
+    assert "funasr_cpp._core" not in loaded and "funasr_cpp._native" not in loaded, loaded
+    assert (tmp_path / "mmproj-fun-asr-nano-tiny-q8_0.gguf").stat().st_size > 0
 
 
 def test_llm_failure_leaves_no_mmproj(ckpt, tmp_path):

@@ -129,7 +129,7 @@
 // FSMN-VAD tensors: %d = FSMN layer, %s = "weight" or "bias"
 #define TN_VAD_IN1             "in_linear1.%s"             // input affine 1
 #define TN_VAD_IN2             "in_linear2.%s"             // input affine 2
-#define TN_VAD_FSMN_LINEAR     "fsmn.%d.linear.weight"     // FSMN layer projection (no bias)
+#define TN_VAD_FSMN_LINEAR     "fsmn.%d.linear.%s"         // FSMN layer projection (a weight, no bias)
 #define TN_VAD_FSMN_CONV_LEFT  "fsmn.%d.conv_left.weight"  // left memory kernel [taps, channels]
 #define TN_VAD_FSMN_CONV_RIGHT "fsmn.%d.conv_right.weight" // right memory kernel [taps, channels]
 #define TN_VAD_FSMN_AFFINE     "fsmn.%d.affine.%s"         // FSMN layer output affine

@@ -130,7 +130,7 @@ TN_PART_FFN_DOWN = "ffn_down" # feed_forward.w_2
 # FSMN-VAD tensors: %d = FSMN layer, %s = "weight" or "bias"
 TN_VAD_IN1             = "in_linear1.%s"             # input affine 1
 TN_VAD_IN2             = "in_linear2.%s"             # input affine 2
-TN_VAD_FSMN_LINEAR     = "fsmn.%d.linear.weight"     # FSMN layer projection (no bias)
+TN_VAD_FSMN_LINEAR     = "fsmn.%d.linear.%s"         # FSMN layer projection (a weight, no bias)
 TN_VAD_FSMN_CONV_LEFT  = "fsmn.%d.conv_left.weight"  # left memory kernel [taps, channels]
 TN_VAD_FSMN_CONV_RIGHT = "fsmn.%d.conv_right.weight" # right memory kernel [taps, channels]
 TN_VAD_FSMN_AFFINE     = "fsmn.%d.affine.%s"         # FSMN layer output affine

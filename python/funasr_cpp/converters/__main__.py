@@ -1,12 +1,6 @@
-"""`python -m converters MODEL_DIR --outdir OUT` (or `python converters ...`) in a checkout."""
+"""`python -m funasr_cpp.converters MODEL_DIR --outdir OUT` (the same as `funasr-cpp convert`)."""
 import sys
 
-if __package__:
-    from .convert import main
-else:  # run as `python converters`: make the package importable from the checkout root
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from converters.convert import main
+from .convert import main
 
 sys.exit(main())

@@ -10,10 +10,11 @@ import time
 import warnings
 from pathlib import Path
 
+from .errors import ReleaseWarning
 from .gguf_out import check_writable_dir
 from .llm_gguf import write_llm_gguf
 from .mmproj_gguf import write_mmproj_gguf
-from .release import ReleaseWarning, open_release
+from .release import open_release
 from .torch_zip import CheckpointError
 from .vad_gguf import is_vad_release, write_vad_gguf
 

@@ -16,13 +16,14 @@ its semantics win for this layout:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .release import (AudioParams, CtcInfo, Dims, Release, ReleaseError, encoder_layer_prefixes,
-                      expected_audio_keys, expected_llm_keys, sha256_file, _check)
+from .checkpoint import (AudioParams, CtcInfo, Dims, Release, encoder_layer_prefixes, expected_audio_keys,
+                         expected_llm_keys)
+from .errors import ReleaseError
+from .release_files import check_tensors, load_json, sha256_file
 
 # transformers' Qwen3Config defaults, for fields a saved text_config may leave out
 QWEN3_DEFAULTS = {"vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016, "num_hidden_layers": 32,
@@ -70,17 +71,10 @@ class Stacked:
         return data if rows is None else data[rows]
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ReleaseError(f"{path}: not valid JSON ({exc})") from None
-
-
 def _weight_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _load_json(index).get("weight_map")
+        weight_map = load_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise ReleaseError(f"{index}: no weight_map")
         files = sorted(set(weight_map.values()))
@@ -189,7 +183,7 @@ def _key_map(d: Dims, tensors: dict, tied: bool) -> dict:
 
 def open_hf_release(path: Path) -> Release:
     where = path / "config.json"
-    cfg = _load_json(where)
+    cfg = load_json(where)
     if cfg.get("model_type") != "fun_asr_nano":
         raise ReleaseError(f"{where}: model_type {cfg.get('model_type')!r}, expected 'fun_asr_nano' "
                            "(a Transformers Fun-ASR-Nano folder such as FunAudioLLM/Fun-ASR-Nano-2512-hf)")
@@ -201,7 +195,7 @@ def open_hf_release(path: Path) -> Release:
     adp_cfg = _sub(cfg, "adaptor_config", {**ADAPTOR_DEFAULTS, "hidden_size": text["hidden_size"],
                                            "intermediate_size": text["hidden_size"] // 4}, where)
     pre = path / "preprocessor_config.json"
-    fe = {**EXTRACTOR_DEFAULTS, **(_load_json(pre) if pre.is_file() else {})}
+    fe = {**EXTRACTOR_DEFAULTS, **(load_json(pre) if pre.is_file() else {})}
     for what, c, key in (("audio_config", audio_cfg, "hidden_act"), ("adaptor_config", adp_cfg, "hidden_act"),
                          ("adaptor_config", adp_cfg, "projector_hidden_act")):
         if c[key] != "relu":
@@ -239,8 +233,8 @@ def open_hf_release(path: Path) -> Release:
         except ReleaseError as exc:
             raise ReleaseError(f"{files[0] if len(files) == 1 else path}: {exc}") from None
         try:
-            _check(tensors, expected_audio_keys(dims), path, "config.json")
-            _check(tensors, expected_llm_keys(text), path, "config.json (text_config)")
+            check_tensors(tensors, expected_audio_keys(dims), path, "config.json")
+            check_tensors(tensors, expected_llm_keys(text), path, "config.json (text_config)")
         except ReleaseError as exc:  # name the tensor as this folder does
             msg = str(exc)
             for key, t in tensors.items():
@@ -254,3 +248,6 @@ def open_hf_release(path: Path) -> Release:
         raise
     return Release(path=path, layout="transformers", config=cfg, llm_config=text, tokenizer_dir=path, dims=dims,
                    audio=audio, tensors=tensors, ctc=CtcInfo("absent"), sources=sources, _closers=closers)
+
+
+__all__ = ["open_hf_release"]

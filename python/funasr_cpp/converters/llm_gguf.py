@@ -14,18 +14,19 @@ import numpy as np
 
 import gguf
 
+from ..prompt import asr_prompt_block
+from .checkpoint import Release
+from .errors import ReleaseError
 from .gguf_out import FILE_TYPES, Tensor, weight_type, write_gguf
-from .release import Release, ReleaseError
-from funasr_cpp.prompt import asr_prompt_block
 
 # Qwen2's pre-tokenizer regex: llama.cpp's "qwen2" pre-tokenizer implements exactly this split.
 QWEN2_PRETOKENIZER_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                             r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 SYSTEM_PROMPT = "You are a helpful assistant."
-# ChatML whose system turn is always Fun-ASR's fixed one (a caller's system message replaces it).
-# Fun-ASR's ChatML with its fixed system turn; first, the ASR prompt block (a Jinja comment) that the
-# patched llama-server uses for /v1/audio/transcriptions (funasr_cpp.prompt.asr_prompt_block)
+# Fun-ASR's ChatML with its fixed system turn (a caller's system message replaces it); first, the ASR
+# prompt block (a Jinja comment) that the patched llama-server uses for /v1/audio/transcriptions
+# (funasr_cpp.prompt.asr_prompt_block)
 CHAT_TEMPLATE = (
     asr_prompt_block() +
     "{%- if messages and messages[0]['role'] == 'system' -%}"

@@ -25,17 +25,22 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
+from .. import keys
+from .checkpoint import Release, encoder_layer_prefixes
+from .errors import ReleaseError
 from .gguf_out import FILE_TYPES, Tensor, weight_type, write_gguf
-from .release import Release, ReleaseError, encoder_layer_prefixes
+from .release_files import load_cmvn
 
-PROJECTOR = "funasr"
 N_POSITIONS = 3000   # LFR frames (60 ms each at LFR 7/6): 180 s in one chunk
 
-_SANM = {"norm1": "ln1", "self_attn.linear_q_k_v": "attn_qkv", "self_attn.linear_out": "attn_out",
-         "norm2": "ln2", "feed_forward.w_1": "ffn_up", "feed_forward.w_2": "ffn_down"}
-_BLOCK = {"self_attn.linear_q": "attn_q", "self_attn.linear_k": "attn_k", "self_attn.linear_v": "attn_v",
-          "self_attn.linear_out": "attn_out", "norm1": "ln1", "norm2": "ln2",
-          "feed_forward.w_1": "ffn_up", "feed_forward.w_2": "ffn_down"}
+# checkpoint module (under a block's prefix) -> the block part of its GGUF tensors
+_SANM = {"norm1": keys.TN_PART_LN1, "self_attn.linear_q_k_v": keys.TN_PART_ATTN_QKV,
+         "self_attn.linear_out": keys.TN_PART_ATTN_OUT, "norm2": keys.TN_PART_LN2,
+         "feed_forward.w_1": keys.TN_PART_FFN_UP, "feed_forward.w_2": keys.TN_PART_FFN_DOWN}
+_BLOCK = {"self_attn.linear_q": keys.TN_PART_ATTN_Q, "self_attn.linear_k": keys.TN_PART_ATTN_K,
+          "self_attn.linear_v": keys.TN_PART_ATTN_V, "self_attn.linear_out": keys.TN_PART_ATTN_OUT,
+          "norm1": keys.TN_PART_LN1, "norm2": keys.TN_PART_LN2,
+          "feed_forward.w_1": keys.TN_PART_FFN_UP, "feed_forward.w_2": keys.TN_PART_FFN_DOWN}
 
 
 def sinusoidal_positions(n_pos: int, dim: int) -> np.ndarray:
@@ -46,21 +51,6 @@ def sinusoidal_positions(n_pos: int, dim: int) -> np.ndarray:
     inv = np.exp((np.arange(dim // 2, dtype=np.float32) * -inc).astype(np.float64)).astype(np.float32)
     t = (np.arange(1, n_pos + 1, dtype=np.float32)[:, None] * inv[None, :]).astype(np.float64)
     return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype(np.float32)
-
-
-def load_cmvn(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Kaldi nnet-style am.mvn: <AddShift> then <Rescale>, each followed by
-    `<LearnRateCoef> 0 [ v1 ... vn ]`. Returns (shift, scale); applied as (x + shift) * scale."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    found: dict[str, np.ndarray] = {}
-    for i, line in enumerate(lines[:-1]):
-        head = line.split()[:1]
-        nxt = lines[i + 1].split()
-        if head and head[0] in ("<AddShift>", "<Rescale>") and nxt[:1] == ["<LearnRateCoef>"]:
-            found[head[0]] = np.array(nxt[3:-1], dtype=np.float32)
-    if set(found) != {"<AddShift>", "<Rescale>"} or found["<AddShift>"].shape != found["<Rescale>"].shape:
-        raise ReleaseError(f"{path}: not a CMVN file with matching <AddShift> and <Rescale> vectors")
-    return found["<AddShift>"], found["<Rescale>"]
 
 
 def _ctc_tokens(release: Release) -> list[str] | None:
@@ -101,30 +91,31 @@ def _tensors(release: Release, type_name: str) -> list[Tensor]:
         qt = QT.F32 if f32 else weight_type(type_name, shape)
         out.append(Tensor(name, shape, qt, lambda k=key, s=shape: release.numpy(k).reshape(s)))
 
-    def linear_or_norm(name: str, key: str) -> None:
-        add(name + ".weight", key + ".weight")
-        add(name + ".bias", key + ".bias")
+    def weight_and_bias(fmt: str, key: str, *index) -> None:
+        """GGUF fmt % (*index, "weight" | "bias") <- checkpoint key.weight | key.bias"""
+        for part in ("weight", "bias"):
+            add(fmt % (*index, part), f"{key}.{part}")
 
     pos = sinusoidal_positions(n_positions(release), d.feat)
-    out.append(Tensor("a.position_embd.weight", pos.shape, QT.F32, lambda: pos))
+    out.append(Tensor(keys.TN_ENC_POS_EMBD, pos.shape, QT.F32, lambda: pos))
     for i, p in enumerate(encoder_layer_prefixes(d)):
-        for src, dst in _SANM.items():
-            linear_or_norm(f"a.blk.{i}.{dst}", f"{p}.{src}")
-        add(f"a.blk.{i}.conv_dw.weight", f"{p}.self_attn.fsmn_block.weight", f32=True, reshape=(d.enc, d.kernel))
-    linear_or_norm("a.post_ln", "audio_encoder.after_norm")
-    linear_or_norm("mm.a.norm_pre", "audio_encoder.tp_norm")
+        for src, part in _SANM.items():
+            weight_and_bias(keys.TN_ENC_BLK, f"{p}.{src}", i, part)
+        add(keys.TN_ENC_CONV_DW % i, f"{p}.self_attn.fsmn_block.weight", f32=True, reshape=(d.enc, d.kernel))
+    weight_and_bias(keys.TN_ENC_POST_LN, "audio_encoder.after_norm")
+    weight_and_bias(keys.TN_ADP_NORM_PRE, "audio_encoder.tp_norm")
 
-    def transformer(prefix: str, key: str, n_layer: int, blk: str) -> None:
-        linear_or_norm(f"{prefix}.mlp.1", f"{key}.linear1")
-        linear_or_norm(f"{prefix}.mlp.2", f"{key}.linear2")
+    def transformer(mlp: str, blk: str, key: str, n_layer: int) -> None:
+        weight_and_bias(mlp, f"{key}.linear1", 1)
+        weight_and_bias(mlp, f"{key}.linear2", 2)
         for j in range(n_layer):
-            for src, dst in _BLOCK.items():
-                linear_or_norm(f"{prefix}.{blk}.{j}.{dst}", f"{key}.blocks.{j}.{src}")
+            for src, part in _BLOCK.items():
+                weight_and_bias(blk, f"{key}.blocks.{j}.{src}", j, part)
 
-    transformer("mm.a", "audio_adaptor", d.adp_layers, "local_blk")
+    transformer(keys.TN_ADP_MLP, keys.TN_ADP_BLK, "audio_adaptor", d.adp_layers)
     if release.has_ctc:
-        transformer("ctc", "ctc_decoder", d.ctc_layers, "blk")
-        linear_or_norm("ctc.out", "ctc.ctc_lo")
+        transformer(keys.TN_CTC_MLP, keys.TN_CTC_BLK, "ctc_decoder", d.ctc_layers)
+        weight_and_bias(keys.TN_CTC_PROJ, "ctc.ctc_lo")
     return out
 
 
@@ -140,63 +131,63 @@ def write_mmproj_gguf(release: Release, path: Path, type_name: str = "f16", prog
         w.add_type(gguf.GGUFType.MMPROJ)
         w.add_name(release.path.name)
         w.add_file_type(FILE_TYPES[type_name])
-        w.add_bool("clip.has_vision_encoder", False)
-        w.add_bool("clip.has_audio_encoder", True)
-        w.add_string("clip.projector_type", PROJECTOR)
+        w.add_bool(keys.KEY_CLIP_HAS_VISION, False)
+        w.add_bool(keys.KEY_CLIP_HAS_AUDIO, True)
+        w.add_string(keys.KEY_CLIP_PROJ_TYPE, keys.PROJECTOR_FUNASR)
         # the nine keys clip.cpp requires for an audio encoder (values of the SAN-M encoder)
-        w.add_uint32("clip.audio.embedding_length", d.enc)
-        w.add_uint32("clip.audio.attention.head_count", d.enc_heads)
-        w.add_uint32("clip.audio.feed_forward_length", d.enc_ffn)
-        w.add_uint32("clip.audio.block_count", d.enc_layers)
-        w.add_uint32("clip.audio.projection_dim", d.llm)
-        w.add_float32("clip.audio.attention.layer_norm_epsilon", a.encoder_eps)
-        w.add_uint32("clip.audio.num_mel_bins", a.n_mels)
-        w.add_uint32("clip.audio.conv_kernel_size", d.kernel)
+        w.add_uint32(keys.KEY_CLIP_A_EMBD, d.enc)
+        w.add_uint32(keys.KEY_CLIP_A_HEAD_COUNT, d.enc_heads)
+        w.add_uint32(keys.KEY_CLIP_A_FFN, d.enc_ffn)
+        w.add_uint32(keys.KEY_CLIP_A_BLOCK_COUNT, d.enc_layers)
+        w.add_uint32(keys.KEY_CLIP_A_PROJ_DIM, d.llm)
+        w.add_float32(keys.KEY_CLIP_A_LN_EPS, a.encoder_eps)
+        w.add_uint32(keys.KEY_CLIP_A_N_MEL_BINS, a.n_mels)
+        w.add_uint32(keys.KEY_CLIP_A_CONV_KERNEL, d.kernel)
         # where the weights came from (`funasr-cpp info` shows it)
-        w.add_string("funasr.source.layout", release.layout)
-        w.add_string("funasr.source.variant", release.variant)
-        w.add_string("funasr.source.release", release.known_release)
-        w.add_string("funasr.source.files", " ".join(f"{name}:{sha}" for name, sha in release.sources))
+        w.add_string(keys.KEY_SOURCE_LAYOUT, release.layout)
+        w.add_string(keys.KEY_SOURCE_VARIANT, release.variant)
+        w.add_string(keys.KEY_SOURCE_RELEASE, release.known_release)
+        w.add_string(keys.KEY_SOURCE_FILES, " ".join(f"{name}:{sha}" for name, sha in release.sources))
         # frontend (WavFrontend: Kaldi fbank + LFR); preemphasis and the mel range are Kaldi's
         # defaults, which WavFrontend never changes
-        w.add_uint32("funasr.frontend.sample_rate", a.sample_rate)
-        w.add_string("funasr.frontend.window", a.window)
-        w.add_float32("funasr.frontend.frame_length_ms", a.frame_length_ms)
-        w.add_float32("funasr.frontend.frame_shift_ms", a.frame_shift_ms)
-        w.add_uint32("funasr.frontend.lfr_m", a.lfr_m)
-        w.add_uint32("funasr.frontend.lfr_n", a.lfr_n)
-        w.add_float32("funasr.frontend.preemphasis", 0.97)
-        w.add_float32("funasr.frontend.low_freq", 20.0)
-        w.add_float32("funasr.frontend.high_freq", 0.0)        # 0 = Nyquist
-        w.add_bool("funasr.frontend.snip_edges", a.snip_edges)
-        w.add_float32("funasr.frontend.input_scale", a.input_scale)
+        w.add_uint32(keys.KEY_FE_SAMPLE_RATE, a.sample_rate)
+        w.add_string(keys.KEY_FE_WINDOW, a.window)
+        w.add_float32(keys.KEY_FE_FRAME_LENGTH_MS, a.frame_length_ms)
+        w.add_float32(keys.KEY_FE_FRAME_SHIFT_MS, a.frame_shift_ms)
+        w.add_uint32(keys.KEY_FE_LFR_M, a.lfr_m)
+        w.add_uint32(keys.KEY_FE_LFR_N, a.lfr_n)
+        w.add_float32(keys.KEY_FE_PREEMPHASIS, 0.97)
+        w.add_float32(keys.KEY_FE_LOW_FREQ, 20.0)
+        w.add_float32(keys.KEY_FE_HIGH_FREQ, 0.0)        # 0 = Nyquist
+        w.add_bool(keys.KEY_FE_SNIP_EDGES, a.snip_edges)
+        w.add_float32(keys.KEY_FE_INPUT_SCALE, a.input_scale)
         if cmvn is not None:
-            w.add_array("funasr.frontend.cmvn_shift", cmvn[0].tolist())
-            w.add_array("funasr.frontend.cmvn_scale", cmvn[1].tolist())
+            w.add_array(keys.KEY_FE_CMVN_SHIFT, cmvn[0].tolist())
+            w.add_array(keys.KEY_FE_CMVN_SCALE, cmvn[1].tolist())
         # encoder
-        w.add_uint32("funasr.encoder.num_blocks", d.enc_blocks)
-        w.add_uint32("funasr.encoder.tp_blocks", d.enc_tp_blocks)
-        w.add_uint32("funasr.encoder.sanm_shift", max(d.sanm_shift, 0))  # upstream ignores a negative shift
-        w.add_float32("funasr.encoder.input_scale", math.sqrt(d.enc))
+        w.add_uint32(keys.KEY_ENC_NUM_BLOCKS, d.enc_blocks)
+        w.add_uint32(keys.KEY_ENC_TP_BLOCKS, d.enc_tp_blocks)
+        w.add_uint32(keys.KEY_ENC_SANM_SHIFT, max(d.sanm_shift, 0))  # upstream ignores a negative shift
+        w.add_float32(keys.KEY_ENC_INPUT_SCALE, math.sqrt(d.enc))
         # adaptor; with use_low_frame_rate only the first fake_token_len(T) output rows are kept:
         # o1 = 1 + (T-1)//2; o2 = 1 + (o1-1)//2; fake_token_len = (o2-1)//2 + 1 (T = LFR frames)
-        w.add_uint32("funasr.adaptor.block_count", d.adp_layers)
-        w.add_uint32("funasr.adaptor.head_count", a.adaptor_heads)
-        w.add_float32("funasr.adaptor.layer_norm_epsilon", a.adaptor_eps)
-        w.add_uint32("funasr.adaptor.downsample_rate", d.adp_downsample)
-        w.add_bool("funasr.adaptor.use_low_frame_rate", a.use_low_frame_rate)
+        w.add_uint32(keys.KEY_ADP_BLOCK_COUNT, d.adp_layers)
+        w.add_uint32(keys.KEY_ADP_HEAD_COUNT, a.adaptor_heads)
+        w.add_float32(keys.KEY_ADP_LN_EPS, a.adaptor_eps)
+        w.add_uint32(keys.KEY_ADP_DOWNSAMPLE, d.adp_downsample)
+        w.add_bool(keys.KEY_ADP_LOW_FRAME_RATE, a.use_low_frame_rate)
         # CTC branch: "complete" (tensors below), "incomplete" or "absent" (left out, no timestamps)
-        w.add_string("funasr.ctc.status", release.ctc.status)
-        w.add_uint32("funasr.ctc.missing_tensors", release.ctc.n_missing)
+        w.add_string(keys.KEY_CTC_STATUS, release.ctc.status)
+        w.add_uint32(keys.KEY_CTC_MISSING, release.ctc.n_missing)
         if release.has_ctc:
-            w.add_uint32("funasr.ctc.block_count", d.ctc_layers)
-            w.add_uint32("funasr.ctc.head_count", d.ctc_heads)
-            w.add_float32("funasr.ctc.layer_norm_epsilon", a.adaptor_eps)
-            w.add_uint32("funasr.ctc.downsample_rate", d.ctc_downsample)
-            w.add_uint32("funasr.ctc.vocab_size", d.ctc_vocab)
-            w.add_uint32("funasr.ctc.blank_id", int((release.config.get("ctc_conf") or {}).get("blank_id",
-                                                                                          d.ctc_vocab - 1)))
+            w.add_uint32(keys.KEY_CTC_BLOCK_COUNT, d.ctc_layers)
+            w.add_uint32(keys.KEY_CTC_HEAD_COUNT, d.ctc_heads)
+            w.add_float32(keys.KEY_CTC_LN_EPS, a.adaptor_eps)
+            w.add_uint32(keys.KEY_CTC_DOWNSAMPLE, d.ctc_downsample)
+            w.add_uint32(keys.KEY_CTC_VOCAB_SIZE, d.ctc_vocab)
+            w.add_uint32(keys.KEY_CTC_BLANK_ID, int((release.config.get("ctc_conf") or {}).get("blank_id",
+                                                                                         d.ctc_vocab - 1)))
             if ctc_tokens is not None:
-                w.add_array("funasr.ctc.tiktoken_ranks", ctc_tokens)
+                w.add_array(keys.KEY_CTC_TIKTOKEN_RANKS, ctc_tokens)
 
-    return write_gguf(path, "clip", metadata, tensors, label="mmproj", progress=progress)
+    return write_gguf(path, keys.ARCH_CLIP, metadata, tensors, label="mmproj", progress=progress)

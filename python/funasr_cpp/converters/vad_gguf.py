@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .gguf_out import Tensor, check_writable_dir, write_gguf
-from .mmproj_gguf import load_cmvn
-from .release import ReleaseError, _load_yaml, _section, _unwrap, sha256_file
-from .torch_zip import TorchZip
-
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-ARCH = "fsmn_vad"
+from .. import keys
+from .errors import ReleaseError
+from .gguf_out import Tensor, check_writable_dir, write_gguf
+from .release_files import config_section, load_cmvn, load_yaml, sha256_file, unwrap_state_dict
+from .torch_zip import TorchZip
+
 GGUF_NAME = "fsmn-vad-f32.gguf"
 VAD_MODELS = ("FsmnVADStreaming",)
 
@@ -50,8 +50,13 @@ OPTION_DEFAULTS: dict = {
 _INT_OPTIONS = ("detect_mode", "snr_mode", "noise_frame_num_used_for_snr", "silence_pdf_num", "sample_rate",
                 "nn_eval_block_size", "dcd_block_size", "do_extend")
 _BOOL_OPTIONS = ("do_start_point_detection", "do_end_point_detection", "output_frame_probs")
-ENCODER_KEYS = ("input_dim", "input_affine_dim", "fsmn_layers", "linear_dim", "proj_dim", "lorder", "rorder",
-                "lstride", "rstride", "output_affine_dim", "output_dim")
+# encoder_conf field -> its GGUF key
+ENCODER_KEYS = {"input_dim": keys.KEY_VAD_ENC_INPUT_DIM, "input_affine_dim": keys.KEY_VAD_ENC_INPUT_AFFINE_DIM,
+                "fsmn_layers": keys.KEY_VAD_ENC_FSMN_LAYERS, "linear_dim": keys.KEY_VAD_ENC_LINEAR_DIM,
+                "proj_dim": keys.KEY_VAD_ENC_PROJ_DIM, "lorder": keys.KEY_VAD_ENC_LORDER,
+                "rorder": keys.KEY_VAD_ENC_RORDER, "lstride": keys.KEY_VAD_ENC_LSTRIDE,
+                "rstride": keys.KEY_VAD_ENC_RSTRIDE, "output_affine_dim": keys.KEY_VAD_ENC_OUTPUT_AFFINE_DIM,
+                "output_dim": keys.KEY_VAD_ENC_OUTPUT_DIM}
 
 
 @dataclass
@@ -84,7 +89,7 @@ def is_vad_release(folder: Path) -> bool:
     if not ((folder / "model.pt").is_file() and (folder / "config.yaml").is_file()):
         return False
     try:
-        return _load_yaml(folder / "config.yaml").get("model") in VAD_MODELS
+        return load_yaml(folder / "config.yaml").get("model") in VAD_MODELS
     except (ReleaseError, OSError):
         return False
 
@@ -139,7 +144,7 @@ def open_vad_release(model_dir) -> VadRelease:
             raise FileNotFoundError(f"{path / name} is missing; expected an FSMN-VAD release folder "
                                     "(model.pt, config.yaml, am.mvn: iic/speech_fsmn_vad_zh-cn-16k-common-pytorch)")
     where = path / "config.yaml"
-    cfg = _load_yaml(where)
+    cfg = load_yaml(where)
     model = cfg.get("model")
     if model == "FunASRNano":
         raise ReleaseError(f"{path} is a Fun-ASR-Nano ASR checkpoint, not a VAD model: pass it as the model "
@@ -150,7 +155,7 @@ def open_vad_release(model_dir) -> VadRelease:
         raise ReleaseError(f"{where}: encoder is {cfg.get('encoder')!r}, expected 'FSMN'")
     if cfg.get("frontend") not in ("WavFrontendOnline", "WavFrontend"):
         raise ReleaseError(f"{where}: frontend is {cfg.get('frontend')!r}, expected 'WavFrontendOnline'")
-    ec, fc, mc = (_section(cfg, k, where) for k in ("encoder_conf", "frontend_conf", "model_conf"))
+    ec, fc, mc = (config_section(cfg, k, where) for k in ("encoder_conf", "frontend_conf", "model_conf"))
 
     enc = {}
     for k in ENCODER_KEYS:
@@ -209,9 +214,9 @@ def open_vad_release(model_dir) -> VadRelease:
 
     archive = TorchZip(path / "model.pt")
     try:
-        tensors = _unwrap(archive.load(), path / "model.pt")
-        expected = expected_keys(enc)
-        for k, shape in expected.items():
+        tensors = unwrap_state_dict(archive.load(), path / "model.pt")
+        expected = expected_tensors(enc)
+        for k, (shape, _) in expected.items():
             t = tensors.get(k)
             if t is None:
                 raise ReleaseError(f"{path / 'model.pt'}: missing tensor {k} (expected by config.yaml)")
@@ -230,35 +235,38 @@ def open_vad_release(model_dir) -> VadRelease:
                       sources=sources, _archive=archive)
 
 
-def expected_keys(enc: dict) -> dict:
-    keys = {}
+def expected_tensors(enc: dict) -> dict[str, tuple[tuple, str]]:
+    """Upstream key -> (its shape, its GGUF name). The GGUF names drop "encoder." and the wrapper
+    modules (`.linear`, `fsmn_block.`)."""
+    out: dict[str, tuple[tuple, str]] = {}
 
-    def affine(name, n_out, n_in, bias=True):
-        keys[f"encoder.{name}.weight"] = (n_out, n_in)
+    def affine(fmt: str, key: str, n_out: int, n_in: int, *index, bias: bool = True) -> None:
+        out[f"encoder.{key}.weight"] = ((n_out, n_in), fmt % (*index, "weight"))
         if bias:
-            keys[f"encoder.{name}.bias"] = (n_out,)
+            out[f"encoder.{key}.bias"] = ((n_out,), fmt % (*index, "bias"))
 
-    affine("in_linear1.linear", enc["input_affine_dim"], enc["input_dim"])
-    affine("in_linear2.linear", enc["linear_dim"], enc["input_affine_dim"])
+    affine(keys.TN_VAD_IN1, "in_linear1.linear", enc["input_affine_dim"], enc["input_dim"])
+    affine(keys.TN_VAD_IN2, "in_linear2.linear", enc["linear_dim"], enc["input_affine_dim"])
     for i in range(enc["fsmn_layers"]):
         p = f"fsmn.{i}"
-        affine(f"{p}.linear.linear", enc["proj_dim"], enc["linear_dim"], bias=False)
-        keys[f"encoder.{p}.fsmn_block.conv_left.weight"] = (enc["proj_dim"], 1, enc["lorder"], 1)
+        affine(keys.TN_VAD_FSMN_LINEAR, f"{p}.linear.linear", enc["proj_dim"], enc["linear_dim"], i, bias=False)
+        out[f"encoder.{p}.fsmn_block.conv_left.weight"] = ((enc["proj_dim"], 1, enc["lorder"], 1),
+                                                           keys.TN_VAD_FSMN_CONV_LEFT % i)
         if enc["rorder"] > 0:
-            keys[f"encoder.{p}.fsmn_block.conv_right.weight"] = (enc["proj_dim"], 1, enc["rorder"], 1)
-        affine(f"{p}.affine.linear", enc["linear_dim"], enc["proj_dim"])
-    affine("out_linear1.linear", enc["output_affine_dim"], enc["linear_dim"])
-    affine("out_linear2.linear", enc["output_dim"], enc["output_affine_dim"])
-    return keys
+            out[f"encoder.{p}.fsmn_block.conv_right.weight"] = ((enc["proj_dim"], 1, enc["rorder"], 1),
+                                                                keys.TN_VAD_FSMN_CONV_RIGHT % i)
+        affine(keys.TN_VAD_FSMN_AFFINE, f"{p}.affine.linear", enc["linear_dim"], enc["proj_dim"], i)
+    affine(keys.TN_VAD_OUT1, "out_linear1.linear", enc["output_affine_dim"], enc["linear_dim"])
+    affine(keys.TN_VAD_OUT2, "out_linear2.linear", enc["output_dim"], enc["output_affine_dim"])
+    return out
 
 
 def _gguf_tensors(rel: VadRelease) -> list[Tensor]:
-    """GGUF names: the upstream key without "encoder." and the wrapper modules; the memory kernels
-    as [taps, channels] (numpy order; ggml: a row of channels per tap)."""
+    """The memory kernels as [taps, channels] (numpy order; ggml: a row of channels per tap)."""
+    names = expected_tensors(rel.encoder)
     out = []
     for key, st in rel.tensors.items():
-        name = key[len("encoder."):].replace(".linear.weight", ".weight").replace(".linear.bias", ".bias")
-        name = name.replace("fsmn_block.", "")
+        name = names[key][1]
         if "conv_" in key:
             shape = (st.shape[2], st.shape[0])
             out.append(Tensor(name, shape, QT.F32, lambda st=st: st.to_numpy()[:, 0, :, 0].T.copy()))
@@ -277,25 +285,25 @@ def write_vad_gguf(model_dir, outdir, *, progress: bool = False) -> Path:
 
         def metadata(w: gguf.GGUFWriter) -> None:
             w.add_name("FSMN-VAD")
-            w.add_string(f"{ARCH}.source.folder", rel.path.name)
+            w.add_string(keys.KEY_VAD_SOURCE_FOLDER, rel.path.name)
             for name, digest in rel.sources:
-                w.add_string(f"{ARCH}.source.sha256.{name}", digest)
+                w.add_string(keys.KEY_VAD_SOURCE_SHA256 % name, digest)
             fe = rel.frontend
-            w.add_uint32(f"{ARCH}.frontend.sample_rate", int(fe["fs"]))
-            w.add_string(f"{ARCH}.frontend.window", str(fe["window"]))
-            w.add_uint32(f"{ARCH}.frontend.n_mels", int(fe["n_mels"]))
-            w.add_uint32(f"{ARCH}.frontend.frame_length", int(fe["frame_length"] * fe["fs"] // 1000))
-            w.add_uint32(f"{ARCH}.frontend.frame_shift", int(fe["frame_shift"] * fe["fs"] // 1000))
-            w.add_uint32(f"{ARCH}.frontend.lfr_m", int(fe["lfr_m"]))
-            w.add_uint32(f"{ARCH}.frontend.lfr_n", int(fe["lfr_n"]))
+            w.add_uint32(keys.KEY_VAD_FE_SAMPLE_RATE, int(fe["fs"]))
+            w.add_string(keys.KEY_VAD_FE_WINDOW, str(fe["window"]))
+            w.add_uint32(keys.KEY_VAD_FE_N_MELS, int(fe["n_mels"]))
+            w.add_uint32(keys.KEY_VAD_FE_FRAME_LENGTH, int(fe["frame_length"] * fe["fs"] // 1000))
+            w.add_uint32(keys.KEY_VAD_FE_FRAME_SHIFT, int(fe["frame_shift"] * fe["fs"] // 1000))
+            w.add_uint32(keys.KEY_VAD_FE_LFR_M, int(fe["lfr_m"]))
+            w.add_uint32(keys.KEY_VAD_FE_LFR_N, int(fe["lfr_n"]))
             if rel.cmvn is not None:
-                w.add_array(f"{ARCH}.frontend.cmvn_shift", rel.cmvn[0].tolist())
-                w.add_array(f"{ARCH}.frontend.cmvn_scale", rel.cmvn[1].tolist())
-            for k in ENCODER_KEYS:
-                w.add_uint32(f"{ARCH}.encoder.{k}", rel.encoder[k])
-            w.add_bool(f"{ARCH}.encoder.use_softmax", rel.encoder["use_softmax"])
+                w.add_array(keys.KEY_VAD_FE_CMVN_SHIFT, rel.cmvn[0].tolist())
+                w.add_array(keys.KEY_VAD_FE_CMVN_SCALE, rel.cmvn[1].tolist())
+            for k, key in ENCODER_KEYS.items():
+                w.add_uint32(key, rel.encoder[k])
+            w.add_bool(keys.KEY_VAD_ENC_USE_SOFTMAX, rel.encoder["use_softmax"])
             for k, v in rel.options.items():
-                key = f"{ARCH}.options.{k}"
+                key = keys.KEY_VAD_OPTION % k
                 if k == "sil_pdf_ids":
                     w.add_array(key, [int(i) for i in v])
                 elif isinstance(v, bool):
@@ -308,11 +316,12 @@ def write_vad_gguf(model_dir, outdir, *, progress: bool = False) -> Path:
         path = outdir / GGUF_NAME
         scratch = Path(tempfile.mkdtemp(prefix=".funasr-convert-", dir=outdir))
         try:
-            tmp = write_gguf(scratch / path.name, ARCH, metadata, tensors, label=path.name, progress=progress)
+            tmp = write_gguf(scratch / path.name, keys.ARCH_VAD, metadata, tensors, label=path.name, progress=progress)
             os.replace(tmp, path)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 
-__all__ = ["ARCH", "GGUF_NAME", "OPTION_DEFAULTS", "VadRelease", "is_vad_release", "open_vad_release", "write_vad_gguf"]
+__all__ = ["ENCODER_KEYS", "GGUF_NAME", "OPTION_DEFAULTS", "VadRelease", "expected_tensors", "is_vad_release",
+           "open_vad_release", "write_vad_gguf"]
