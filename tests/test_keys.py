@@ -56,3 +56,31 @@ def test_formats_fill():
     assert keys.TN_CTC_BLK % (3, keys.TN_PART_ATTN_Q, "weight") == "ctc.blk.3.attn_q.weight"
     assert keys.TN_ENC_CONV_DW % 7 == "a.blk.7.conv_dw.weight"
     assert keys.KEY_VAD_OPTION % "detect_mode" == "fsmn_vad.options.detect_mode"
+
+
+_KEY_LITERAL = re.compile(r"(?<![\w./-])(?:funasr|fsmn_vad)\.[a-z_]")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                ids.add(id(first.value))
+    return ids
+
+
+def test_no_key_literal_outside_the_table():
+    """Python code names funasr./fsmn_vad. keys only through funasr_cpp.keys (docstrings may mention them)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "keys.py" and path.parent == PACKAGE:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                if _KEY_LITERAL.search(node.value):
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
+    assert not found, "key literals outside funasr_cpp.keys:\n" + "\n".join(found)

@@ -1,43 +1,54 @@
-"""funasr-cpp: Fun-ASR-Nano speech recognition on llama.cpp/ggml."""
+"""funasr-cpp: Fun-ASR-Nano speech recognition on llama.cpp/ggml.
+
+The public names below are imported on first use (PEP 562), and the native extension is loaded
+only by the names that run the engine (``_native``): ``funasr_cpp.converters``, ``funasr_cpp.keys``
+and ``funasr_cpp.prompt`` work without it. ``from funasr_cpp import _core`` (and ``_testing``)
+gives the extension initialised.
+"""
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
-from . import _core, draft, formats
-from ._system import SystemInfo, model_info, system_info
-from .llm import quantize
-from .model import Model, Segment, Transcription, transcribe
-from .options import Timings, TranscribeOptions
-from .vad import FsmnVad, VadOptions
+# public name -> the module that defines it
+_EXPORTS = {
+    "__version__": "._native", "LLAMA_CPP_BUILD": "._native", "LLAMA_CPP_COMMIT": "._native",
+    "set_verbose": "._native",
+    "SystemInfo": "._system", "model_info": "._system", "system_info": "._system",
+    "quantize": ".llm",
+    "Model": ".model", "transcribe": ".model",
+    "Segment": ".types", "Timings": ".types", "Transcription": ".types",
+    "TranscribeOptions": ".options",
+    "FsmnVad": ".vad", "VadOptions": ".vad",
+}
 
+__all__ = sorted([*_EXPORTS, "draft", "formats"], key=str.lower)
 
-def _init_native(lib_dir: Path) -> None:
-    """Load ggml's backends from lib_dir; a FUNASR_CPU_VARIANT pin this build cannot honour is an
-    ImportError that names the variants it has."""
-    pin = os.environ.get("FUNASR_CPU_VARIANT", "")
-    variants = sorted(p.name[len("libggml-cpu-"):-3] for p in lib_dir.glob("libggml-cpu-*.so"))
-    if pin and pin not in variants:
-        have = ("this build has: " + ", ".join(variants)) if variants else \
-            "this build has no CPU variants (it is not a portable build: its CPU backend is compiled in)"
-        raise ImportError(f"FUNASR_CPU_VARIANT={pin}: no such ggml CPU variant; {have}")
-    _core.init(str(lib_dir))
-    if pin and not any(v["loaded"] for v in _core.cpu_variants()):
-        raise ImportError(f"FUNASR_CPU_VARIANT={pin}: this CPU lacks an instruction set that variant "
-                          "needs (`funasr-cpp info` without the pin lists the scores)")
-
-
-_init_native(Path(__file__).resolve().parent / "lib")
-
-__version__: str = _core.version_info()["funasr_cpp"]
-LLAMA_CPP_BUILD: int = _core.LLAMA_CPP_BUILD
-LLAMA_CPP_COMMIT: str = _core.LLAMA_CPP_COMMIT
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from . import draft, formats
+    from ._native import LLAMA_CPP_BUILD, LLAMA_CPP_COMMIT, __version__, set_verbose
+    from ._system import SystemInfo, model_info, system_info
+    from .llm import quantize
+    from .model import Model, transcribe
+    from .options import TranscribeOptions
+    from .types import Segment, Timings, Transcription
+    from .vad import FsmnVad, VadOptions
 
 
-def set_verbose(verbose: bool = True) -> None:
-    """Print llama.cpp/ggml log messages to stderr (quiet by default)."""
-    _core.set_verbose(bool(verbose))
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    elif name in ("_core", "_testing"):  # the extensions, after _native has initialised them
+        native = importlib.import_module("._native", __name__)
+        value = native._core if name == "_core" else importlib.import_module("._testing", __name__)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module("." + name, __name__)  # a submodule: funasr_cpp.hub, ...
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
-__all__ = ["__version__", "LLAMA_CPP_BUILD", "LLAMA_CPP_COMMIT", "FsmnVad", "Model", "draft", "formats", "Segment", "SystemInfo", "Timings",
-           "Transcription", "TranscribeOptions", "VadOptions", "model_info", "quantize", "set_verbose", "system_info", "transcribe"]
+def __dir__() -> list:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

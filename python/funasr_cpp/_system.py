@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from . import _core
+from . import keys
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class SystemInfo:
 
 def system_info() -> SystemInfo:
     """Versions, ggml backends with their devices, and CPU features."""
+    from . import _core
+
     v = _core.version_info()
     raw = _core.system_info()
     return SystemInfo(
@@ -79,21 +81,26 @@ def model_info(path: str | os.PathLike) -> dict:
     is not a loadable GGUF model; both messages name the path.
     """
     path = os.fspath(path)
-    mmproj = _mmproj_info(path)
-    return mmproj if mmproj is not None else _core.model_info(path)
+    info = _gguf_info(path)
+    if info is not None:
+        return info
+    from . import _core
+
+    return _core.model_info(path)
 
 
 # mmproj keys `funasr-cpp info` shows, in this order (README: the key table)
-_MMPROJ_KEYS = ("general.name", "clip.projector_type", "funasr.source.layout", "funasr.source.variant",
-                "funasr.source.release", "funasr.source.files", "funasr.ctc.status", "funasr.ctc.missing_tensors",
-                "funasr.adaptor.use_low_frame_rate", "funasr.adaptor.downsample_rate",
-                "funasr.frontend.lfr_m", "funasr.frontend.lfr_n", "funasr.frontend.window",
-                "funasr.frontend.input_scale", "funasr.encoder.num_blocks", "funasr.encoder.tp_blocks",
-                "funasr.encoder.sanm_shift", "clip.audio.projection_dim")
+_MMPROJ_KEYS = (keys.KEY_GENERAL_NAME, keys.KEY_CLIP_PROJ_TYPE, keys.KEY_SOURCE_LAYOUT, keys.KEY_SOURCE_VARIANT,
+                keys.KEY_SOURCE_RELEASE, keys.KEY_SOURCE_FILES, keys.KEY_CTC_STATUS, keys.KEY_CTC_MISSING,
+                keys.KEY_ADP_LOW_FRAME_RATE, keys.KEY_ADP_DOWNSAMPLE,
+                keys.KEY_FE_LFR_M, keys.KEY_FE_LFR_N, keys.KEY_FE_WINDOW,
+                keys.KEY_FE_INPUT_SCALE, keys.KEY_ENC_NUM_BLOCKS, keys.KEY_ENC_TP_BLOCKS,
+                keys.KEY_ENC_SANM_SHIFT, keys.KEY_CLIP_A_PROJ_DIM)
 
 
-def _mmproj_info(path: str):
-    """The funasr.* metadata of an mmproj GGUF; None for any other file (left to _core)."""
+def _gguf_info(path: str):
+    """What a funasr mmproj or an FSMN-VAD GGUF records, read in Python; None for any other
+    file (left to _core, which reads LLMs and names the problem with the rest)."""
     try:
         with open(path, "rb") as f:
             if f.read(4) != b"GGUF":
@@ -103,20 +110,36 @@ def _mmproj_info(path: str):
         reader = gguf.GGUFReader(path)
     except Exception:  # missing, unreadable or not GGUF: _core names the problem
         return None
-    arch = reader.get_field("general.architecture")
-    if arch is not None and arch.contents() == "fsmn_vad":
-        info = {"file": "fsmn-vad"}
-        for field in reader.fields.values():
-            if field.name.startswith("fsmn_vad.") and not field.name.startswith("fsmn_vad.frontend.cmvn"):
-                info[field.name.split(".", 1)[1]] = field.contents()
-        return info
-    if arch is None or arch.contents() != "clip":
-        return None
+    arch = reader.get_field(keys.KEY_GENERAL_ARCH)
+    arch = arch.contents() if arch is not None else None
+    if arch == keys.ARCH_VAD:
+        return _vad_info(reader)
+    if arch == keys.ARCH_CLIP:
+        return _mmproj_info(reader)
+    return None
+
+
+def _vad_info(reader) -> dict:
+    """Every fsmn_vad.* key but the CMVN arrays, named without the prefix."""
+    info = {"file": "fsmn-vad"}
+    for field in reader.fields.values():
+        if field.name.startswith(keys.KEY_PREFIX_VAD) and not field.name.startswith(keys.KEY_PREFIX_VAD_CMVN):
+            info[field.name[len(keys.KEY_PREFIX_VAD):]] = field.contents()
+    return info
+
+
+def _mmproj_name(key: str) -> str:
+    """How `info` names an mmproj key: funasr.* without the prefix, the others as they are."""
+    return key[len(keys.KEY_PREFIX_FUNASR):] if key.startswith(keys.KEY_PREFIX_FUNASR) else key
+
+
+def _mmproj_info(reader) -> dict:
+    """The _MMPROJ_KEYS that the file has."""
     info = {"file": "mmproj"}
     for key in _MMPROJ_KEYS:
         field = reader.get_field(key)
         if field is not None:
-            info[key.split(".", 1)[1] if key.startswith("funasr.") else key] = field.contents()
-    if info.get("ctc.status") in ("absent", "incomplete"):
+            info[_mmproj_name(key)] = field.contents()
+    if info.get(_mmproj_name(keys.KEY_CTC_STATUS)) in ("absent", "incomplete"):
         info["timestamps"] = "unavailable (no complete CTC branch)"
     return info

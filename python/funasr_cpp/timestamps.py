@@ -1,4 +1,4 @@
-"""CTC timestamps as upstream computes them ([4/8]): the tokenizer, the alignment, the words.
+"""CTC timestamps as upstream computes them: the tokenizer, the alignment, the words.
 
 The CTC head's tokenizer is SenseVoice's (funasr/models/sense_voice/whisper_lib/tokenizer.py,
 ``get_encoding`` / ``Tokenizer``): tiktoken over the release's ``multilingual.tiktoken`` ranks
@@ -32,10 +32,13 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from . import keys
 from .types import Word  # re-exported: its home before types.py
 
-#: one CTC frame: 6 LFR-stacked 10 ms fbank frames
-FRAME_SECONDS = 0.06
+#: one CTC frame in ms: 6 LFR-stacked 10 ms fbank frames
+FRAME_MS = 6 * 10
+#: one CTC frame in seconds
+FRAME_SECONDS = FRAME_MS / 1000
 
 
 # SenseVoice's special tokens after the ranks, in id order (upstream's tokenizer tables)
@@ -80,9 +83,9 @@ class CtcTokenizer:
         """From our mmproj's ``funasr.ctc.tiktoken_ranks`` (ValueError naming the file without them)."""
         from gguf import GGUFReader
 
-        field = GGUFReader(os.fspath(path)).get_field("funasr.ctc.tiktoken_ranks")
+        field = GGUFReader(os.fspath(path)).get_field(keys.KEY_CTC_TIKTOKEN_RANKS)
         if field is None:
-            raise ValueError(f"{os.fspath(path)} has no CTC tokenizer (funasr.ctc.tiktoken_ranks): "
+            raise ValueError(f"{os.fspath(path)} has no CTC tokenizer ({keys.KEY_CTC_TIKTOKEN_RANKS}): "
                              "convert a release that has multilingual.tiktoken")
         return cls([base64.b64decode(bytes(field.parts[i])) for i in field.data], num_languages)
 
@@ -223,8 +226,14 @@ def segment_ctc(text: str, best: Sequence[int], log_probs: Optional[LogProbColum
 def words_from_spans(spans: Sequence[TokenSpan], tokenizer: CtcTokenizer, offset: float = 0.0) -> list[Word]:
     """One Word per aligned CTC token, as upstream reports its timestamps (the token decoded alone,
     frame x 6 x 10 / 1000 s), moved by ``offset`` seconds (the segment's start)."""
-    return [Word(offset + s.start * 6 * 10 / 1000, offset + s.end * 6 * 10 / 1000, tokenizer.decode([s.token]),
-                 s.score) for s in spans]
+    return [Word(offset + frame_seconds(s.start), offset + frame_seconds(s.end), tokenizer.decode([s.token]), s.score)
+            for s in spans]
+
+
+def frame_seconds(frame: int) -> float:
+    """The time of a CTC frame as upstream computes it, frame * 6 * 10 / 1000: the integer product
+    first, so the float is the same as upstream's (frame * FRAME_SECONDS can differ in the last bit)."""
+    return frame * FRAME_MS / 1000
 
 
 def _is_cjk(ch: str) -> bool:
@@ -253,5 +262,6 @@ def merge_words(words: Sequence[Word]) -> list[Word]:
     return out
 
 
-__all__ = ["FRAME_SECONDS", "CtcResult", "CtcTokenizer", "TokenSpan", "Word", "align", "align_columns", "ctc_greedy",
-           "merge_words", "segment_ctc", "special_tokens", "viterbi", "words_from_spans"]
+__all__ = ["FRAME_MS", "FRAME_SECONDS", "CtcResult", "CtcTokenizer", "TokenSpan", "Word", "align", "align_columns",
+           "ctc_greedy", "frame_seconds", "merge_words", "segment_ctc", "special_tokens", "viterbi",
+           "words_from_spans"]
