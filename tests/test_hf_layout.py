@@ -14,8 +14,7 @@ from fixtures.checkpoint import write_hf_checkpoint
 from fixtures.encoder import features
 from fixtures.prompts import PROMPT
 from funasr_cpp import _core
-from funasr_cpp.converters import convert
-from funasr_cpp.converters.release import ReleaseError, open_release
+from funasr_cpp.converters import ReleaseError, convert, open_release
 from funasr_cpp.llm import LlamaModel
 
 
