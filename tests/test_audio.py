@@ -229,10 +229,79 @@ def test_zero_length():
         assert out.dtype == np.float32 and out.shape == (0,)
 
 
-def test_zero_length_file(tmp_path):
+def test_file_without_samples(tmp_path):
+    # a 44-byte WAV, a header and nothing else, is an error, not empty audio
     sf.write(tmp_path / "z.wav", np.zeros(0, np.float32), 22050, subtype="PCM_16")
-    out = load_audio(tmp_path / "z.wav")
-    assert out.dtype == np.float32 and out.shape == (0,)
+    assert (tmp_path / "z.wav").stat().st_size == 44
+    with pytest.raises(ValueError, match=r"cannot read audio from .*z\.wav: no audio samples"):
+        load_audio(tmp_path / "z.wav")
+    with pytest.raises(ValueError, match=r"cannot read audio from <44 bytes>: no audio samples"):
+        load_audio((tmp_path / "z.wav").read_bytes())
+
+
+def _wav_bytes(seconds: float, **kwargs) -> bytes:
+    """A 16 kHz 16-bit mono WAV-family file (soundfile's format/endian keywords) of noise."""
+    x = (np.random.default_rng(0).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+    out = io.BytesIO()
+    sf.write(out, x, 16000, subtype="PCM_16", **{"format": "WAV", **kwargs})
+    return out.getvalue()
+
+
+def test_truncated_wav(tmp_path):
+    data = _wav_bytes(6.5)  # 104000 samples after a 44-byte header
+    (tmp_path / "cut60.wav").write_bytes(data[:60])
+    declared = r"its header declares 104000 samples \(6\.50 s\) of audio"
+    with pytest.raises(ValueError, match=r"cannot read audio from .*cut60\.wav: truncated: " + declared +
+                       r", the file holds 8 samples \(0\.00 s\)"):
+        load_audio(tmp_path / "cut60.wav")
+    with pytest.raises(ValueError, match=r"<60 bytes>: truncated: " + declared):
+        load_audio(data[:60])
+    # cut in the middle of the data (and an odd byte short of a whole sample)
+    (tmp_path / "half.wav").write_bytes(data[:44 + 2 * 52000 + 1])
+    with pytest.raises(ValueError, match=r"half\.wav: truncated: " + declared + r", the file holds 52000 samples \(3\.25 s\)"):
+        load_audio(tmp_path / "half.wav")
+    with pytest.raises(ValueError, match=r"half\.wav: truncated"):
+        audio_duration(tmp_path / "half.wav")
+    with open(tmp_path / "half.wav", "rb") as f, pytest.raises(ValueError, match="truncated"):
+        load_audio(f)
+    with pytest.raises(ValueError, match="truncated"):  # a pipe: read into memory first
+        load_audio(_Unseekable(data[:1000]))
+    # one byte short
+    with pytest.raises(ValueError, match="the file holds 103999 samples"):
+        load_audio(data[:-1])
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self, data: bytes):
+        self._b = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        return self._b.readinto(buf)
+
+
+@pytest.mark.parametrize("kwargs", [{"endian": "BIG"}, {"format": "RF64"}, {"format": "W64"}, {"format": "WAVEX"}],
+                         ids=["RIFX", "RF64", "W64", "WAVEX"])
+def test_truncated_wav_family(kwargs):
+    data = _wav_bytes(2.0, **kwargs)
+    assert len(load_audio(data)) == 32000
+    with pytest.raises(ValueError, match=r"truncated: its header declares 32000 samples \(2\.00 s\) of audio, "
+                                         r"the file holds 1\d{4} samples"):
+        load_audio(data[:len(data) // 2])
+
+
+def test_wav_length_placeholders():
+    # a writer that cannot seek back (ffmpeg or sox into a pipe) leaves a placeholder length: the
+    # samples there are read as they are
+    data = bytearray(_wav_bytes(0.5))
+    for placeholder in (0xFFFFFFFF, 0x7FFFF000):
+        data[40:44] = placeholder.to_bytes(4, "little")
+        assert len(load_audio(bytes(data))) == 8000
+    # trailing chunks after the data are no truncation
+    data = _wav_bytes(0.5) + b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+    assert len(load_audio(data)) == 8000
 
 
 # --------------------------------------------------------------------------------------------

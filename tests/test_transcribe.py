@@ -320,6 +320,28 @@ def test_bad_inputs(setup, model, tmp_path):
         funasr_cpp.transcribe(tmp_path / "nope.wav", model=str(tmp_path / "nowhere"), hotwords="abc")
 
 
+def test_truncated_and_empty_wav(model, tmp_path):
+    """A WAV cut short is an error naming the file and both lengths, not the text of what is left
+    (the first 60 bytes of a 6.5 s file hold 8 samples); a WAV with no samples is an error, not
+    empty text."""
+    full = write_wav16k(tmp_path / "full.wav", np.random.default_rng(0).standard_normal(104000) * 0.1).read_bytes()
+    declared = r"its header declares 104000 samples \(6\.50 s\) of audio"
+    (tmp_path / "cut60.wav").write_bytes(full[:60])
+    (tmp_path / "half.wav").write_bytes(full[:44 + 2 * 52000])
+    (tmp_path / "header.wav").write_bytes(full[:40] + bytes(4))  # data chunk of 0 bytes: 44 bytes in all
+    cases = [(tmp_path / "cut60.wav", r"cut60\.wav: truncated: " + declared + r", the file holds 8 samples"),
+             (tmp_path / "half.wav", r"half\.wav: truncated: " + declared + r", the file holds 52000 samples \(3\.25 s\)"),
+             (full[:60], r"<60 bytes>: truncated: " + declared),
+             (tmp_path / "header.wav", r"header\.wav: no audio samples")]
+    for audio, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model.transcribe(audio)
+        with pytest.raises(ValueError, match=message):
+            funasr_cpp.transcribe(audio, model=model)
+    res = model.transcribe_batch([tmp_path / "cut60.wav", full], return_exceptions=True)
+    assert isinstance(res[0], ValueError) and "truncated" in str(res[0]) and res[1].duration == 6.5
+
+
 @pytest.mark.parametrize("n", [0, 1, 399])
 def test_audio_shorter_than_25ms_is_empty(model, n):
     res = model.transcribe(np.zeros(n, np.float32), sample_rate=16000)

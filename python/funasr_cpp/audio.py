@@ -20,7 +20,9 @@ from __future__ import annotations
 import io
 import math
 import os
-from typing import Any, BinaryIO, Optional, Tuple, Union
+import struct
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -65,30 +67,143 @@ def _check_path(path: str) -> None:
 
 
 def _open_soundfile(source: Any, label: str):
+    """A soundfile.SoundFile of a path, encoded bytes or a binary file object; a WAV whose
+    header declares more data than it holds is an error (see _check_wav_length)."""
     import soundfile as sf
 
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ValueError(f"cannot read audio from {label}: empty input")
-        source = io.BytesIO(bytes(source))
-    elif not _is_pathlike(source):
-        if isinstance(source, io.TextIOBase):
-            raise TypeError(f"audio file object must be opened in binary mode: {label}")
-        if not hasattr(source, "read"):
-            raise TypeError("audio source must be a path, bytes, a binary file object or a numpy "
-                            f"array, not {type(source).__name__}")
-        seekable = getattr(source, "seekable", None)
-        if not (callable(seekable) and seekable()):
-            data = source.read()  # a pipe or socket: libsndfile needs to seek
-            if not isinstance(data, (bytes, bytearray)):
-                raise TypeError(f"audio file object must be opened in binary mode: {label}")
-            if not data:
-                raise ValueError(f"cannot read audio from {label}: empty input")
-            source = io.BytesIO(data)
+    source = _seekable(source, label)
+    _check_wav_length(source, label)
     try:
         return sf.SoundFile(source)
     except (RuntimeError, EOFError, ValueError, TypeError) as e:  # LibsndfileError is a RuntimeError
         raise ValueError(f"cannot read audio from {label}: {_reason(e)}") from None
+
+
+def _seekable(source: Any, label: str) -> Any:
+    """A path, or a seekable binary file object (libsndfile needs to seek): bytes and pipes are
+    read into memory."""
+    if _is_pathlike(source):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError(f"cannot read audio from {label}: empty input")
+        return io.BytesIO(bytes(source))
+    if isinstance(source, io.TextIOBase):
+        raise TypeError(f"audio file object must be opened in binary mode: {label}")
+    if not hasattr(source, "read"):
+        raise TypeError("audio source must be a path, bytes, a binary file object or a numpy "
+                        f"array, not {type(source).__name__}")
+    seekable = getattr(source, "seekable", None)
+    if callable(seekable) and seekable():
+        return source
+    data = source.read()  # a pipe or socket
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"audio file object must be opened in binary mode: {label}")
+    if not data:
+        raise ValueError(f"cannot read audio from {label}: empty input")
+    return io.BytesIO(data)
+
+
+# --------------------------------------------------------------------------------------------
+# WAV headers: libsndfile reads a WAV whose data chunk runs past the end of the file as the part
+# that is there, without a word; the header says how much there should be.
+
+# 32-bit data sizes from here up are the placeholders of writers that could not seek back to
+# fill in the length (sox writes 0x7ffff000-ish, ffmpeg 0xffffffff to a pipe), not lengths.
+_RIFF_PLACEHOLDER = 0x7FFFF000
+_W64_RIFF = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
+_PCM_TAGS = (1, 3, 6, 7, 0xFFFE)  # PCM, IEEE float, A-law, u-law, extensible: block_align = one frame
+_MAX_CHUNKS = 64                   # a header walk gives up after this many chunks before the data
+
+
+@dataclass(frozen=True)
+class _WavData:
+    """The data chunk of a WAV-family file: the bytes its header declares and the bytes there."""
+    declared: int
+    present: int
+    frame_bytes: int   # bytes per sample frame; 0 for compressed data (ADPCM, GSM, ...)
+    byte_rate: int
+
+    def describe(self, n: int) -> str:
+        amount = f"{n // self.frame_bytes} samples" if self.frame_bytes else f"{n} bytes"
+        return amount + (f" ({n / self.byte_rate:.2f} s)" if self.byte_rate else "")
+
+
+def _check_wav_length(source: Any, label: str) -> None:
+    """ValueError naming both lengths when a RIFF / RIFX / RF64 / W64 file is cut short."""
+    if _is_pathlike(source):
+        with open(source, "rb") as f:
+            data = _wav_data(f)
+    else:
+        pos = source.tell()
+        try:
+            data = _wav_data(source)
+        finally:
+            source.seek(pos)
+    if data is not None and data.present < data.declared:
+        raise ValueError(f"cannot read audio from {label}: truncated: its header declares "
+                         f"{data.describe(data.declared)} of audio, the file holds "
+                         f"{data.describe(data.present)}")
+
+
+def _wav_data(f: BinaryIO) -> Optional[_WavData]:
+    """The data chunk of the WAV-family file at f's position; None for other formats, a header
+    that does not get as far as the data (libsndfile says what is wrong with it) and a
+    placeholder length."""
+    start = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(start)
+    head = f.read(40)
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        order = ">" if head[:4] == b"RIFX" else "<"
+        chunks = _chunks(f, start + 12, end, order, wide=False)
+    elif head[:16] == _W64_RIFF:
+        order, chunks = "<", _chunks(f, start + 40, end, "<", wide=True)
+    else:
+        return None
+    fmt, ds64_size = None, None
+    for cid, size, body in chunks:
+        if cid == b"fmt " and size >= 16:
+            fmt = _read_struct(f, order + "HHIIH")
+        elif cid == b"ds64" and size >= 16:  # RF64: the 64-bit sizes
+            ds64_size = (_read_struct(f, "<8xQ") or (None,))[0]
+        elif cid == b"data":
+            if size == 0xFFFFFFFF and ds64_size is not None:
+                size = ds64_size
+            elif size >= _RIFF_PLACEHOLDER and head[:4] in (b"RIFF", b"RIFX"):
+                return None
+            if fmt is None:
+                return None
+            tag, _, _, byte_rate, block_align = fmt
+            return _WavData(size, end - body, block_align if tag in _PCM_TAGS else 0, byte_rate)
+    return None
+
+
+def _read_struct(f: BinaryIO, layout: str) -> Optional[tuple]:
+    raw = f.read(struct.calcsize(layout))
+    return struct.unpack(layout, raw) if len(raw) == struct.calcsize(layout) else None
+
+
+def _chunks(f: BinaryIO, pos: int, end: int, order: str, wide: bool) -> Iterator[Tuple[bytes, int, int]]:
+    """(id, body size, body offset) of each chunk from pos, f positioned at the body. RIFF: 4-byte
+    id and size, bodies padded to even sizes; W64: 16-byte GUID (its first 4 bytes name it) and a
+    size counting the 24-byte header, chunks aligned to 8 bytes."""
+    header = 24 if wide else 8
+    for _ in range(_MAX_CHUNKS):
+        if pos + header > end:
+            return
+        f.seek(pos)
+        h = f.read(header)
+        if wide:
+            size = struct.unpack("<Q", h[16:24])[0] - header
+            step = header + size + (-(header + size) % 8)
+        else:
+            size = struct.unpack(order + "I", h[4:8])[0]
+            step = header + size + (size & 1)
+        if size < 0:
+            return
+        yield h[:4], size, pos + header
+        pos += step
 
 
 def _reason(e: BaseException) -> str:
@@ -127,6 +242,8 @@ def _decode_mono(source: Any, label: str) -> Tuple[np.ndarray, int]:
                 pos += k
         except (RuntimeError, EOFError, ValueError) as e:
             raise ValueError(f"cannot read audio from {label}: {_reason(e)}") from None
+    if pos == 0:  # a header and nothing else: an upload or a recording that went wrong
+        raise ValueError(f"cannot read audio from {label}: no audio samples")
     return out[:pos], rate
 
 
@@ -169,7 +286,9 @@ def _array_to_mono(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _check_finite(x: np.ndarray, label: str) -> None:
+def check_finite(x: np.ndarray, label: str = "array") -> None:
+    """ValueError naming how many samples are NaN / Inf, for every way audio comes in (the one
+    check: the engine takes the samples as they are)."""
     # A float32 sum of finite samples in a sane range is finite: count only when it is not.
     with np.errstate(over="ignore", invalid="ignore"):
         total = np.sum(x, dtype=np.float64)
@@ -219,8 +338,10 @@ def load_audio(source: AudioSource, sample_rate: Optional[int] = None) -> np.nda
     ``resample_poly``). Float data is not clipped (a float WAV may exceed ±1).
 
     Errors: ``FileNotFoundError`` (missing file), ``IsADirectoryError``, ``ValueError`` with
-    "cannot read audio from PATH: <reason>" for an empty, truncated or non-audio file, and
-    ``ValueError`` naming how many samples are NaN / Inf. Zero-length audio gives an empty array.
+    "cannot read audio from PATH: <reason>" for an empty or non-audio file, a file with no
+    audio samples ("no audio samples") and a WAV (RIFF, RIFX, RF64, W64) whose header declares
+    more data than the file holds ("truncated", with both lengths), and ``ValueError`` naming
+    how many samples are NaN / Inf. An array with no elements gives an empty array.
     """
     if sample_rate is not None:
         if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
@@ -243,7 +364,7 @@ def load_audio(source: AudioSource, sample_rate: Optional[int] = None) -> np.nda
         if sample_rate is not None and sample_rate != rate:
             raise ValueError(f"{label} has sample rate {rate} Hz but sample_rate={sample_rate} "
                              "was given")
-    _check_finite(x, label)
+    check_finite(x, label)
     return _resample(x, rate, SAMPLE_RATE)
 
 
@@ -275,4 +396,4 @@ def audio_duration(source: AudioSource, sample_rate: Optional[int] = None) -> fl
     return duration
 
 
-__all__ = ["SAMPLE_RATE", "audio_duration", "load_audio"]
+__all__ = ["SAMPLE_RATE", "audio_duration", "check_finite", "load_audio"]
