@@ -65,18 +65,23 @@ class _Pending:
 class _Call:
     """One input on its way through the engine: its segments are submitted a window at a time
     (``submit_more``), so a long file holds the samples of a few segments in the engine, not a
-    second copy of the whole recording."""
+    second copy of the whole recording. It carries what its :class:`PendingTranscription` needs
+    from the Model (the engine, the CTC tokenizer, the load time)."""
     options: TranscribeOptions
     total: float
     wall0: float
+    asr: Any                                       # the engine, _core.AsrModel
+    ctc_tokenizer: Callable[[], Optional[CtcTokenizer]]  # loaded on first use
+    window: int                                    # segments kept submitted beyond those collected
+    load_ms: float = 0.0
     vad_ms: float = 0.0
     pending: list = field(default_factory=list)    # submitted, in time order
     todo: deque = field(default_factory=deque)     # (index, start, end) still to submit
     submit: Any = None                             # (index, start, end) -> _Pending
 
-    def submit_more(self, window: int, waited: int) -> None:
+    def submit_more(self, waited: int) -> None:
         """Keep up to `window` segments submitted beyond the `waited` ones already collected."""
-        while self.todo and len(self.pending) - waited < window:
+        while self.todo and len(self.pending) - waited < self.window:
             self.pending.append(self.submit(*self.todo.popleft()))
         if not self.todo:
             self.submit = None  # drops the samples
@@ -250,9 +255,6 @@ class Model:
         mode = self._vad_mode(opts)
 
         x = load_audio(audio, sample_rate=sample_rate)
-        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-        if x.size and not np.isfinite(x).all():
-            raise ValueError("audio contains NaN or infinite samples")
         total = x.size / SAMPLE_RATE
         t_vad = time.perf_counter()
         spans = self._spans(x, opts, mode)
@@ -268,15 +270,11 @@ class Model:
                                    ctc_draft=opts.ctc_draft and self.has_ctc)
             return _Pending(job, a, b, budget)
 
-        call = _Call(opts, total, wall0, vad_ms, todo=deque((k, a, b) for k, (a, b) in enumerate(spans)),
-                     submit=submit)
-        call.submit_more(self._window, 0)
+        call = _Call(opts, total, wall0, self._asr, self._ctc_tokenizer, window=2 * self.n_parallel,
+                     load_ms=self.load_ms, vad_ms=vad_ms, submit=submit,
+                     todo=deque((k, a, b) for k, (a, b) in enumerate(spans)))
+        call.submit_more(0)  # the window: enough segments to fill the batch twice
         return call
-
-    @property
-    def _window(self) -> int:
-        """Segments of one call kept submitted: enough to fill the batch twice."""
-        return 2 * self.n_parallel
 
     def _vad_mode(self, opts: TranscribeOptions) -> Optional[str]:
         if opts.vad == "auto":
@@ -303,7 +301,7 @@ class Model:
 
     def _finish(self, call: _Call, progress: Optional[ProgressCallback] = None) -> Transcription:
         """Wait for the call's segments in order (the waiting thread decodes every job meanwhile)."""
-        pending = PendingTranscription(self, call)
+        pending = PendingTranscription(call)
         for seg in pending.segments():
             if progress is not None:
                 progress(seg.end, call.total)
@@ -320,19 +318,7 @@ class Model:
         e.g. by a server whose client went away."""
         opts = TranscribeOptions.build(options, **overrides)
         self._check_open()
-        return PendingTranscription(self, self._start(audio, opts, sample_rate, draft))
-
-    def _segment_ctc(self, seg: Segment, gen: Any, opts: TranscribeOptions, timings: Timings) -> str:
-        """The segment's CTC text; with word_timestamps its words (upstream's ``timestamps``)."""
-        tok = self._ctc_tokenizer()
-        if tok is None:
-            return ""
-        t0 = time.perf_counter()
-        columns = (lambda ids: self._asr.ctc_log_probs(gen, ids)) if opts.word_timestamps else None
-        res = segment_ctc(seg.text, gen.ctc_best, columns, tok, self._asr.ctc_blank, self._asr.ctc_vocab_size)
-        seg.words = words_from_spans(res.spans, tok, offset=seg.start)
-        timings.timestamps_ms += (time.perf_counter() - t0) * 1000.0
-        return res.ctc_text
+        return PendingTranscription(self._start(audio, opts, sample_rate, draft))
 
     def _result(self, call: Any, return_exceptions: bool) -> Any:
         """The call's Transcription, or its exception when return_exceptions."""
@@ -352,9 +338,9 @@ class PendingTranscription:
     time order as it is done; ``result()`` finishes and returns the :class:`Transcription`;
     ``cancel()``, from any thread, stops what is not done (``result()`` then raises RuntimeError)."""
 
-    def __init__(self, model: Model, call: _Call):
-        self._model, self._call = model, call
-        self._timings = Timings(load_ms=model.load_ms, vad_ms=call.vad_ms)
+    def __init__(self, call: _Call):
+        self._call = call
+        self._timings = Timings(load_ms=call.load_ms, vad_ms=call.vad_ms)
         self._ctc_texts: list[str] = []
         self._cancelled = False
         self._result: Optional[Transcription] = None
@@ -373,7 +359,7 @@ class PendingTranscription:
             p.job.cancel()
 
     def segments(self) -> Iterator[Segment]:
-        call, model = self._call, self._model
+        call = self._call
         try:
             i = len(self.done_segments)
             while i < len(call.pending):
@@ -382,20 +368,33 @@ class PendingTranscription:
                 i += 1
                 if self._cancelled:
                     raise RuntimeError("the transcription was cancelled")
-                call.submit_more(model._window, i)
+                call.submit_more(i)
                 tokens, cut = list(gen.tokens), False
                 if call.options.repetition_guard:  # a segment that ran out of budget may be a runaway loop
                     tokens, cut = cut_repetition(tokens, p.budget)
-                text = postprocess(model._asr.detokenize(tokens))
+                text = postprocess(call.asr.detokenize(tokens))
                 self._timings.add(gen)
                 seg = Segment(p.start / SAMPLE_RATE, p.end / SAMPLE_RATE, text, tokens, cut)
                 if gen.ctc_best:
-                    self._ctc_texts.append(model._segment_ctc(seg, gen, call.options, self._timings))
+                    self._ctc_texts.append(self._segment_ctc(seg, gen))
                 self.done_segments.append(seg)
                 yield seg
         except BaseException:
             self.cancel()  # after a failure: the rest are not decoded for nothing
             raise
+
+    def _segment_ctc(self, seg: Segment, gen: Any) -> str:
+        """The segment's CTC text; with word_timestamps its words (upstream's ``timestamps``)."""
+        call = self._call
+        tok = call.ctc_tokenizer()
+        if tok is None:
+            return ""
+        t0 = time.perf_counter()
+        columns = (lambda ids: call.asr.ctc_log_probs(gen, ids)) if call.options.word_timestamps else None
+        res = segment_ctc(seg.text, gen.ctc_best, columns, tok, call.asr.ctc_blank, call.asr.ctc_vocab_size)
+        seg.words = words_from_spans(res.spans, tok, offset=seg.start)
+        self._timings.timestamps_ms += (time.perf_counter() - t0) * 1000.0
+        return res.ctc_text
 
     def result(self) -> Transcription:
         if self._result is None:

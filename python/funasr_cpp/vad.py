@@ -28,7 +28,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioSource, load_audio
+from .audio import SAMPLE_RATE, AudioSource, check_finite, load_audio
 
 @dataclass(frozen=True)
 class VadOptions:
@@ -165,8 +165,7 @@ class FsmnVad:
 def _samples(audio: Any, sample_rate: Optional[int]) -> np.ndarray:
     if isinstance(audio, np.ndarray) and sample_rate in (None, SAMPLE_RATE) and audio.ndim == 1 \
             and audio.dtype == np.float32:  # 16 kHz samples as they are (the native side reads them in place)
-        if audio.size and not np.isfinite(audio).all():
-            raise ValueError("audio contains NaN or infinite samples")
+        check_finite(audio)
         return np.ascontiguousarray(audio)
     return load_audio(audio, sample_rate=SAMPLE_RATE if isinstance(audio, np.ndarray) and sample_rate is None
                       else sample_rate)
