@@ -64,8 +64,9 @@ def model(soft_gguf):
 
 
 @pytest.fixture(scope="module")
-def server(model):
+def server(model, tmp_path_factory):
     s = Running(model)
+    s.tmp = tmp_path_factory.mktemp("server_files")
     yield s
     s.stop()
 
@@ -241,6 +242,22 @@ def test_bad_input(server, speech_wavs, tmp_path):
     assert r.status_code == 415
     assert set(os.listdir(tempfile.gettempdir())) - before == set()
     assert _create(server.client(), speech_wavs["speech-zh"]).text  # still healthy
+
+
+def test_truncated_and_empty_audio_are_400(server, speech):
+    """The first 60 bytes of a 6.5 s 16-bit WAV (its header declares 104000 samples, 8 are there)
+    and a 44-byte WAV with no samples: 400 in OpenAI's shape, naming the problem, not 200 with ""."""
+    full = write_wav16k(server.tmp / "full.wav", np.resize(speech["zh"], 104000)).read_bytes()
+    empty = write_wav16k(server.tmp / "empty.wav", np.zeros(0, np.float32)).read_bytes()
+    assert len(empty) == 44
+    for body, needles in [(full[:60], ("truncated", "104000 samples", "8 samples")), (empty, ("no audio samples",))]:
+        r = _post(server.url, files={"file": ("a.wav", body, "audio/wav")})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"} and err["param"] == "file"
+        assert err["type"] == "invalid_request_error" and all(n in err["message"] for n in needles), err
+    with open(write_wav16k(server.tmp / "ok.wav", speech["zh"]), "rb") as f:  # still healthy
+        assert server.client().audio.transcriptions.create(model="x", file=f).text
 
 
 def test_upload_limit_api_key_and_disconnect(model, speech_wavs):
