@@ -1,7 +1,7 @@
 """Draft sources for speculative decoding.
 
 A draft is what a segment's answer is expected to be, e.g. the transcript of a cheaper recognizer
-(Fun-ASR's own CTC head, [4/8]). The engine verifies up to ``TranscribeOptions.draft_max`` draft
+(Fun-ASR's own CTC head). The engine verifies up to ``TranscribeOptions.draft_max`` draft
 tokens in one decode step and keeps the longest prefix that greedy decoding would have produced,
 plus the model's own next token; the output is exactly plain greedy decoding whatever the draft
 is, only the number of decode steps changes. After a difference the engine finds its place in

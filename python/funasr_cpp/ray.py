@@ -220,6 +220,35 @@ class CorpusReport:
     parts: list       # part files written
 
 
+def _actor_layout(cluster_cpus: int, cpus_per_actor: Optional[int], actors: Optional[int], n_files: int) -> tuple:
+    """(CPUs per actor, actors): by default as many actors of min(4, the cluster's CPUs) as fit."""
+    cpus = int(cpus_per_actor or min(4, cluster_cpus))
+    if cpus < 1 or cpus > cluster_cpus:
+        raise ValueError(f"cpus_per_actor must be between 1 and the cluster's {cluster_cpus} CPUs, got {cpus}")
+    return cpus, min(int(actors or max(1, cluster_cpus // cpus)), n_files)
+
+
+def _write_parts(ds: Any, out: Path, report: CorpusReport, n_files: int, progress: bool) -> None:
+    """Each finished block of ``ds`` as one part file, written to a temporary name and renamed."""
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    run = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    with tqdm(total=n_files, desc="transcribed", unit="file", disable=not progress, dynamic_ncols=True) as bar:
+        for k, block in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
+            part = out / f"part-{run}-{k:05d}.parquet"
+            tmp = out / f".{part.name}.tmp"
+            try:
+                pq.write_table(block, tmp)
+                os.replace(tmp, part)
+            finally:
+                tmp.unlink(missing_ok=True)
+            report.parts.append(part)
+            report.done += block.num_rows
+            report.failed += sum(e is not None for e in block.column("error").to_pylist())
+            bar.update(block.num_rows)
+
+
 def transcribe_corpus(inputs: Sequence[Union[str, os.PathLike]], output: Union[str, os.PathLike], *,
                       model: Union[str, os.PathLike, None] = None, llm: Union[str, os.PathLike, None] = None,
                       mmproj: Union[str, os.PathLike, None] = None, vad_model: Union[str, os.PathLike, None] = None,
@@ -234,9 +263,7 @@ def transcribe_corpus(inputs: Sequence[Union[str, os.PathLike]], output: Union[s
     at most this many of the remaining files. Starts a local Ray unless one is running or
     ``ray_address`` is given; ``actors`` x ``cpus_per_actor`` (default: as many actors of
     min(4, the cluster's CPUs) CPUs as fit)."""
-    import pyarrow.parquet as pq
     import ray
-    from tqdm import tqdm
 
     options = TranscribeOptions.build(options)
     out = Path(output)
@@ -258,31 +285,14 @@ def transcribe_corpus(inputs: Sequence[Union[str, os.PathLike]], output: Union[s
         ray.init(address=ray_address, include_dashboard=False)
         started = True
     try:
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        cpus = int(cpus_per_actor or min(4, cluster_cpus))
-        if cpus < 1 or cpus > cluster_cpus:
-            raise ValueError(f"cpus_per_actor must be between 1 and the cluster's {cluster_cpus} CPUs, got {cpus}")
-        n_actors = min(int(actors or max(1, cluster_cpus // cpus)), len(todo))
+        cpus, n_actors = _actor_layout(int(ray.cluster_resources().get("CPU", 1)), cpus_per_actor, actors, len(todo))
         ctor = dict(absolute, hub=hub, options=options, **load)
         # a block per batch, and at least one per actor; each finished block becomes one part file
         blocks = min(len(todo), max(-(-len(todo) // batch_size), n_actors))
         ds = ray.data.from_items(todo, override_num_blocks=blocks)
         ds = ds.map_batches(Transcriber, fn_constructor_kwargs=ctor, concurrency=n_actors, num_cpus=cpus,
                             batch_size=batch_size, batch_format="pyarrow")
-        run = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        with tqdm(total=len(todo), desc="transcribed", unit="file", disable=not progress, dynamic_ncols=True) as bar:
-            for k, block in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
-                part = out / f"part-{run}-{k:05d}.parquet"
-                tmp = out / f".{part.name}.tmp"
-                try:
-                    pq.write_table(block, tmp)
-                    os.replace(tmp, part)
-                finally:
-                    tmp.unlink(missing_ok=True)
-                report.parts.append(part)
-                report.done += block.num_rows
-                report.failed += sum(e is not None for e in block.column("error").to_pylist())
-                bar.update(block.num_rows)
+        _write_parts(ds, out, report, len(todo), progress)
     finally:
         if started:
             ray.shutdown()
