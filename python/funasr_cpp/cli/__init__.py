@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .transcribe import output_paths as _output_paths  # noqa: F401 - its old name, for tests/test_formats.py
 
@@ -34,6 +33,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return args.func(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..options import TranscribeOptions
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .admission import Admission
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 
@@ -19,7 +22,7 @@ class Server:
     options: TranscribeOptions       # the server's options, which each request's form fields change
     max_upload_mb: float
     request_timeout: float
-    admission: Any                   # admission.Admission
+    admission: "Admission"
 
     def check_key(self, request) -> None:
         if self.api_key is not None and request.headers.get("authorization", "") != f"Bearer {self.api_key}":
