@@ -6,8 +6,15 @@ released, and failures are Python exceptions that name the file.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from . import _core
+from .options import LoadOptions
+
+#: LlamaModel's KV cache cells when not given: it evaluates whole token sequences from position 0.
+N_CTX = 2048
+# the LoadOptions a single LLM context takes (no encoder, no batch of segments)
+_LOAD_KEYS = ("n_threads", "n_gpu_layers", "n_batch", "flash_attn", "kv_type")
 
 #: Names accepted by :func:`quantize` (``q4_k`` and ``q5_k`` are the ``_m`` variants).
 QUANT_TYPES: tuple = _core.QUANT_TYPES
@@ -16,14 +23,12 @@ QUANT_TYPES: tuple = _core.QUANT_TYPES
 class LlamaModel(_core.LlamaModel):
     """A GGUF LLM loaded with libllama: model weights plus one inference context.
 
-    ``LlamaModel(path, *, n_ctx=2048, n_threads=0, n_gpu_layers=-1, n_batch=512, flash_attn="auto",
-    kv_type="f16")``
+    ``LlamaModel(path, *, n_ctx=2048, n_threads, n_gpu_layers, n_batch, flash_attn, kv_type)``
 
-    - ``n_threads=0`` uses all cores; ``n_gpu_layers=-1`` offloads every layer
-      (when the build has a GPU backend); ``flash_attn`` is ``"auto"``, ``"on"``
-      or ``"off"``; ``kv_type`` is the KV cache type (``"f32"`` for bit-level
-      parity work, ``"f16"`` default, ``"bf16"``, ``"q8_0"``). llama.cpp pads ``n_ctx`` up to a multiple of 256 and caps
-      ``n_batch`` at ``n_ctx``: read the properties for the values in use.
+    - ``n_ctx``: the KV cache (default :data:`N_CTX`); llama.cpp pads it up to a multiple of 256
+      and caps ``n_batch`` at it: read the properties for the values in use.
+    - the others as :class:`funasr_cpp.options.LoadOptions` has them, with its defaults
+      (``n_threads`` None or 0: all cores; ``kv_type="f32"`` for bit-level parity work).
     - ``tokenize(text, *, add_special=False, parse_special=True) -> list[int]``
     - ``detokenize(tokens, *, unparse_special=True) -> str``
     - ``token_to_piece(id, *, special=True) -> bytes``
@@ -41,6 +46,14 @@ class LlamaModel(_core.LlamaModel):
     """
 
     __slots__ = ()
+
+    def __init__(self, path: str | os.PathLike, *, n_ctx: int = N_CTX, **overrides: Any):
+        unknown = sorted(set(overrides) - set(_LOAD_KEYS))
+        if unknown:
+            raise TypeError(f"unknown LlamaModel option(s) {', '.join(map(repr, unknown))}; "
+                            f"valid: n_ctx, {', '.join(_LOAD_KEYS)}")
+        load = LoadOptions.build(**overrides).engine_kwargs()
+        super().__init__(path, n_ctx=n_ctx, **{k: load[k] for k in _LOAD_KEYS})
 
 
 def quantize(src: str | os.PathLike, dst: str | os.PathLike, type: str, n_threads: int | None = None) -> None:
@@ -60,4 +73,4 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, type: str, n_thread
     _core.quantize(os.fspath(src), os.fspath(dst), type, n_threads=n_threads or 0)
 
 
-__all__ = ["LlamaModel", "QUANT_TYPES", "quantize"]
+__all__ = ["LlamaModel", "N_CTX", "QUANT_TYPES", "quantize"]
