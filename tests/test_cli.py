@@ -39,6 +39,24 @@ def test_help_names_the_api_defaults(capsys):
         assert f"(default {TranscribeOptions.max_new_tokens};" in out
 
 
+def test_help_without_the_native_extension():
+    """Building the parser loads no native code: every --help (and convert) works where it is missing."""
+    from test_convert import run_without_native
+
+    out = run_without_native("""
+import sys
+from funasr_cpp.cli import main
+for argv in ([], ["info"], ["convert"], ["quantize"], ["transcribe"], ["transcribe-dataset"], ["serve"]):
+    try:
+        main([*argv, "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0, (argv, exc.code)
+print("loaded:", *sorted(m for m in sys.modules if m.startswith("funasr_cpp._")))
+""")
+    assert out.returncode == 0, out.stderr
+    assert "funasr_cpp._core" not in out.stdout.split("loaded:")[1], out.stdout
+
+
 @pytest.fixture(scope="module")
 def bad_wavs(tmp_path_factory, speech):
     """The first 60 bytes of a 6.5 s 16-bit WAV (8 of its 104000 samples), and a 44-byte WAV with no samples."""

@@ -9,7 +9,6 @@ from . import common
 
 
 def add_parsers(sub) -> None:
-    import funasr_cpp
     from ..converters.convert import add_arguments
 
     conv = sub.add_parser("convert", help="convert a released checkpoint folder to an LLM GGUF + mmproj GGUF",
@@ -20,7 +19,10 @@ def add_parsers(sub) -> None:
     quant = sub.add_parser("quantize", help="quantize a GGUF LLM with llama.cpp (e.g. to q8_0 or q4_k_m)")
     quant.add_argument("src", metavar="IN.gguf", help="source GGUF (f32/f16/bf16)")
     quant.add_argument("dst", metavar="OUT.gguf", help="destination (replaced only on success)")
-    quant.add_argument("type", metavar="TYPE", help="one of: " + ", ".join(funasr_cpp.llm.QUANT_TYPES))
+    # not listed here: the list comes from llama.cpp through the native extension, which building
+    # the parser does not load (an unknown type is answered with the list)
+    quant.add_argument("type", metavar="TYPE", help="a llama.cpp type such as q8_0, q4_k_m or q4_0 "
+                                                    "(funasr_cpp.llm.QUANT_TYPES)")
     quant.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: all cores)")
     quant.set_defaults(func=quantize)
 
