@@ -1,9 +1,8 @@
-// funasr frontend: Kaldi fbank + LFR (+ CMVN) and the mtmd preprocessor, following funasr 1.4.16
-// funasr/frontends/wav_frontend.py (WavFrontend.forward, apply_lfr, apply_cmvn).
-//
-// Matches WavFrontend (kaldi fbank with its window (hamming by default), DC removal,
-// pre-emphasis, power spectrum, Kaldi mel bank, natural log floored at FLT_EPSILON,
-// snip_edges, dither 0) followed by apply_lfr and apply_cmvn.
+// funasr frontend, following funasr 1.4.16 funasr/frontends/wav_frontend.py (WavFrontend.forward,
+// apply_lfr, apply_cmvn): Kaldi fbank with its window (hamming by default), DC removal,
+// pre-emphasis, power spectrum, Kaldi mel bank, natural log floored at FLT_EPSILON, snip_edges,
+// dither 0; then LFR and CMVN. The steps: fbank (framing, DC removal, pre-emphasis + window, FFT,
+// power spectrum, mel + log, a batch of frames at a time), apply_lfr, apply_cmvn.
 //
 // Precision: the frame preparation (scale, DC removal, pre-emphasis, window) is done in
 // float in Kaldi's order, like Kaldi and kaldi-native-fbank; the FFT, the power spectrum
@@ -16,7 +15,7 @@
 // (sample/bin index major, frame minor), so that every inner loop runs over the lanes
 // with a fixed trip count and the compiler vectorizes it; the FFT is a 512-point real
 // FFT computed as a 256-point complex radix-2 FFT plus the usual split step.
-#include "model/funasr.h"
+#include "frontend/frontend.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -176,108 +175,92 @@ struct funasr_frontend::tables {
 
 namespace {
 
-// per-call scratch for one batch of kFrameLanes frames (SoA: index * kFrameLanes + lane)
-struct batch_scratch {
-    std::vector<float> x;    // [frame_length * L] framed samples
-    std::vector<double> re;  // [n_half * L]
-    std::vector<double> im;  // [n_half * L]
-    std::vector<double> pw;  // [n_bins * L] power spectrum
-};
+using tables = funasr_frontend::tables;
 
-}  // namespace
-
-funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params_(params), tables_(nullptr) {
-    const auto & p = params_;
-    if (p.sample_rate <= 0 || p.n_mels <= 0 || p.frame_length < 2 || p.frame_shift <= 0 || p.lfr_m <= 0 ||
-        p.lfr_n <= 0) {
-        throw std::invalid_argument("funasr_frontend: invalid parameters");
-    }
-    const size_t n_feat = (size_t) p.n_mels * p.lfr_m;
-    if (p.cmvn_shift.size() != p.cmvn_scale.size() || (!p.cmvn_shift.empty() && p.cmvn_shift.size() != n_feat)) {
-        throw std::invalid_argument("funasr_frontend: CMVN vectors must both have n_mels * lfr_m values");
-    }
-
-    auto * t = new tables();
-    t->n_fft  = std::max(4, next_pow2(p.frame_length));
-    t->n_half = t->n_fft / 2;
-    t->n_bins = t->n_fft / 2;
-    while ((1 << t->log2_half) < t->n_half) {
-        t->log2_half++;
-    }
-
-    // Kaldi's window functions (feature-window.cc), symmetric over frame_length samples
-    t->window.resize(p.frame_length);
-    const double a = 2.0 * kPi / (p.frame_length - 1);
-    for (int n = 0; n < p.frame_length; ++n) {
+// Kaldi's window functions (feature-window.cc), symmetric over n samples
+std::vector<float> kaldi_window(const std::string & type, int n_samples) {
+    std::vector<float> window(n_samples);
+    const double a = 2.0 * kPi / (n_samples - 1);
+    for (int n = 0; n < n_samples; ++n) {
         const double hann = 0.5 - 0.5 * std::cos(a * n);
         double w;
-        if (p.window == "hamming") {
+        if (type == "hamming") {
             w = 0.54 - 0.46 * std::cos(a * n);
-        } else if (p.window == "hanning") {
+        } else if (type == "hanning") {
             w = hann;
-        } else if (p.window == "povey") {
+        } else if (type == "povey") {
             w = std::pow(hann, 0.85);
-        } else if (p.window == "rectangular") {
+        } else if (type == "rectangular") {
             w = 1.0;
-        } else if (p.window == "blackman") {
+        } else if (type == "blackman") {
             w = 0.42 - 0.5 * std::cos(a * n) + 0.08 * std::cos(2.0 * a * n);
         } else {
-            delete t;
-            throw std::invalid_argument("funasr_frontend: unknown window type " + p.window);
+            throw std::invalid_argument("funasr_frontend: unknown window type " + type);
         }
-        t->window[n] = (float) w;
+        window[n] = (float) w;
     }
+    return window;
+}
 
-    // complex FFT tables
-    t->bitrev.resize(t->n_half);
-    for (int i = 0; i < t->n_half; ++i) {
+// sizes, bit reversal, twiddles and the real-FFT split step for frames of frame_length samples
+void build_fft_tables(tables & t, int frame_length) {
+    t.n_fft  = std::max(4, next_pow2(frame_length));
+    t.n_half = t.n_fft / 2;
+    t.n_bins = t.n_fft / 2;
+    while ((1 << t.log2_half) < t.n_half) {
+        t.log2_half++;
+    }
+    t.bitrev.resize(t.n_half);
+    for (int i = 0; i < t.n_half; ++i) {
         int r = 0;
-        for (int b = 0; b < t->log2_half; ++b) {
-            r |= ((i >> b) & 1) << (t->log2_half - 1 - b);
+        for (int b = 0; b < t.log2_half; ++b) {
+            r |= ((i >> b) & 1) << (t.log2_half - 1 - b);
         }
-        t->bitrev[i] = r;
+        t.bitrev[i] = r;
     }
-    t->tw_re.resize(t->n_half / 2);
-    t->tw_im.resize(t->n_half / 2);
-    for (int k = 0; k < t->n_half / 2; ++k) {
-        const double ang = -2.0 * kPi * k / t->n_half;
-        t->tw_re[k] = std::cos(ang);
-        t->tw_im[k] = std::sin(ang);
+    t.tw_re.resize(t.n_half / 2);
+    t.tw_im.resize(t.n_half / 2);
+    for (int k = 0; k < t.n_half / 2; ++k) {
+        const double ang = -2.0 * kPi * k / t.n_half;
+        t.tw_re[k] = std::cos(ang);
+        t.tw_im[k] = std::sin(ang);
     }
-    t->split_re.resize(t->n_bins);
-    t->split_im.resize(t->n_bins);
-    for (int k = 0; k < t->n_bins; ++k) {
-        const double ang = -2.0 * kPi * k / t->n_fft;
-        t->split_re[k] = std::cos(ang);
-        t->split_im[k] = std::sin(ang);
+    t.split_re.resize(t.n_bins);
+    t.split_im.resize(t.n_bins);
+    for (int k = 0; k < t.n_bins; ++k) {
+        const double ang = -2.0 * kPi * k / t.n_fft;
+        t.split_re[k] = std::cos(ang);
+        t.split_im[k] = std::sin(ang);
     }
-    t->sample_pos.resize(p.frame_length);
-    for (int n = 0; n < p.frame_length; ++n) {
-        t->sample_pos[n] = t->bitrev[n / 2];
+    t.sample_pos.resize(frame_length);
+    for (int n = 0; n < frame_length; ++n) {
+        t.sample_pos[n] = t.bitrev[n / 2];
     }
+}
 
-    // Kaldi mel bank: n_mels + 2 points equally spaced in mel between low and high freq
+// Kaldi mel bank: n_mels + 2 points equally spaced in mel between low and high freq, each filter
+// stored as its run of non-zero bin weights
+void build_mel_bank(tables & t, const funasr_frontend_params & p) {
     const double nyquist   = 0.5 * p.sample_rate;
     const double high_freq = p.high_freq > 0.0f ? (double) p.high_freq : nyquist + p.high_freq;
     const double low_freq  = p.low_freq;
     if (low_freq < 0.0 || high_freq > nyquist || high_freq <= low_freq) {
-        delete t;
         throw std::invalid_argument("funasr_frontend: invalid mel frequency range");
     }
     const double mel_low   = kaldi_mel(low_freq);
     const double mel_high  = kaldi_mel(high_freq);
     const double mel_delta = (mel_high - mel_low) / (p.n_mels + 1);
-    const double bin_width = (double) p.sample_rate / t->n_fft;
-    t->mel_begin.resize(p.n_mels);
-    t->mel_len.resize(p.n_mels);
-    t->mel_offset.resize(p.n_mels);
+    const double bin_width = (double) p.sample_rate / t.n_fft;
+    t.mel_begin.resize(p.n_mels);
+    t.mel_len.resize(p.n_mels);
+    t.mel_offset.resize(p.n_mels);
     for (int m = 0; m < p.n_mels; ++m) {
         const double left   = mel_low + m * mel_delta;
         const double center = mel_low + (m + 1) * mel_delta;
         const double right  = mel_low + (m + 2) * mel_delta;
         int first = -1, last = -1;
         std::vector<double> w;
-        for (int k = 0; k < t->n_bins; ++k) {
+        for (int k = 0; k < t.n_bins; ++k) {
             const double mel = kaldi_mel(bin_width * k);
             if (mel > left && mel < right) {
                 const double weight = mel <= center ? (mel - left) / (center - left) : (right - mel) / (right - center);
@@ -292,18 +275,162 @@ funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params
             first = 0;
             last  = -1;
         }
-        t->mel_begin[m]  = first;
-        t->mel_len[m]    = last - first + 1;
-        t->mel_offset[m] = (int) t->mel_weight.size();
-        t->mel_weight.insert(t->mel_weight.end(), w.begin(), w.end());
+        t.mel_begin[m]  = first;
+        t.mel_len[m]    = last - first + 1;
+        t.mel_offset[m] = (int) t.mel_weight.size();
+        t.mel_weight.insert(t.mel_weight.end(), w.begin(), w.end());
     }
-
-    tables_ = t;
 }
 
-funasr_frontend::~funasr_frontend() {
-    delete tables_;
+// ----------------------------------------------------------------------------- fbank steps
+// One batch of kFrameLanes frames in the SoA layout (index * kFrameLanes + lane); lanes past the
+// last frame (nl < kFrameLanes) hold zeros and are never written out.
+
+constexpr int L = kFrameLanes;
+
+// per-call scratch for one batch
+struct batch_scratch {
+    std::vector<float> x;    // [frame_length * L] framed samples
+    std::vector<double> re;  // [n_half * L]
+    std::vector<double> im;  // [n_half * L]
+    std::vector<double> pw;  // [n_bins * L] power spectrum
+};
+
+// framed, scaled samples of frames f0 .. f0 + nl - 1 (unused lanes are zero)
+void load_frames(const float * samples, int64_t f0, int nl, int flen, int frame_shift, float scale, float * x) {
+    if (nl == L) {
+        const float * src = samples + (size_t) f0 * frame_shift;
+        const size_t  hop = (size_t) frame_shift;
+        for (int n = 0; n < flen; ++n) {
+            float * xn = x + (size_t) n * L;
+            for (int b = 0; b < L; ++b) {
+                xn[b] = src[b * hop + n] * scale;
+            }
+        }
+    } else {
+        for (int b = 0; b < L; ++b) {
+            const float * src = samples + (size_t) (f0 + b) * frame_shift;
+            for (int n = 0; n < flen; ++n) {
+                x[n * L + b] = b < nl ? src[n] * scale : 0.0f;
+            }
+        }
+    }
 }
+
+// DC removal: each frame minus its mean
+void remove_dc(float * x, int flen) {
+    float sum[L] = {};
+    for (int n = 0; n < flen; ++n) {
+        for (int b = 0; b < L; ++b) {
+            sum[b] += x[n * L + b];
+        }
+    }
+    float mean[L];
+    for (int b = 0; b < L; ++b) {
+        mean[b] = sum[b] / (float) flen;
+    }
+    for (int n = 0; n < flen; ++n) {
+        for (int b = 0; b < L; ++b) {
+            x[n * L + b] -= mean[b];
+        }
+    }
+}
+
+// pre-emphasis (from the end, as Kaldi), window, scatter into the bit-reversed packed complex
+// input: z[m] = y[2m] + i y[2m + 1]
+void preemph_window_pack(const tables & t, const float * x, int flen, float preemph, batch_scratch & s) {
+    const float * win = t.window.data();
+    std::fill(s.re.begin(), s.re.end(), 0.0);
+    std::fill(s.im.begin(), s.im.end(), 0.0);
+    for (int n = flen - 1; n >= 0; --n) {
+        const float w = win[n];
+        double * dst = ((n & 1) ? s.im.data() : s.re.data()) + (size_t) t.sample_pos[n] * L;
+        const float * xn = x + (size_t) n * L;
+        const float * xp = n > 0 ? x + (size_t) (n - 1) * L : xn;
+        lanes_preemph_window(dst, xn, xp, preemph, w);
+    }
+}
+
+// radix-2 decimation-in-time complex FFT of size n_half, in place, all lanes at once
+void fft(const tables & t, double * re, double * im) {
+    const int nh = t.n_half;
+    int len0 = 2;
+    if (nh >= 4) {
+        // stages 1 and 2 (twiddles 1 and -i)
+        for (int blk = 0; blk < nh; blk += 2) {
+            lanes_butterfly_1(re + (size_t) blk * L, im + (size_t) blk * L, re + (size_t) (blk + 1) * L,
+                              im + (size_t) (blk + 1) * L);
+        }
+        for (int blk = 0; blk < nh; blk += 4) {
+            lanes_butterfly_1(re + (size_t) blk * L, im + (size_t) blk * L, re + (size_t) (blk + 2) * L,
+                              im + (size_t) (blk + 2) * L);
+            lanes_butterfly_mi(re + (size_t) (blk + 1) * L, im + (size_t) (blk + 1) * L,
+                               re + (size_t) (blk + 3) * L, im + (size_t) (blk + 3) * L);
+        }
+        len0 = 8;
+    }
+    for (int len = len0, tw_step = nh / len0; len <= nh; len <<= 1, tw_step >>= 1) {
+        const int half = len >> 1;
+        for (int blk = 0; blk < nh; blk += len) {
+            for (int j = 0; j < half; ++j) {
+                const double wr = t.tw_re[j * tw_step];
+                const double wi = t.tw_im[j * tw_step];
+                lanes_butterfly(re + (size_t) (blk + j) * L, im + (size_t) (blk + j) * L,
+                                re + (size_t) (blk + j + half) * L, im + (size_t) (blk + j + half) * L, wr, wi);
+            }
+        }
+    }
+}
+
+// split step of the real FFT and power |X[k]|^2 for k = 0 .. n_fft/2 - 1
+void power_spectrum(const tables & t, const double * re, const double * im, double * pw) {
+    const int nh = t.n_half;
+    for (int k = 0; k < t.n_bins; ++k) {
+        const int kc = (nh - k) & (nh - 1);
+        lanes_split_power(pw + (size_t) k * L, re + (size_t) k * L, im + (size_t) k * L, re + (size_t) kc * L,
+                          im + (size_t) kc * L, t.split_re[k], t.split_im[k]);
+    }
+}
+
+// mel energies and their floored log, written to rows [n_mels] of the batch's nl frames
+void mel_log(const tables & t, const double * pw, int n_mels, int nl, float * rows) {
+    for (int m = 0; m < n_mels; ++m) {
+        double acc[L] = {};
+        const double * w  = t.mel_weight.data() + t.mel_offset[m];
+        const double * pm = pw + (size_t) t.mel_begin[m] * L;
+        for (int k = 0; k < t.mel_len[m]; ++k) {
+            lanes_axpy(acc, pm + (size_t) k * L, w[k]);
+        }
+        float lg[L];
+        lanes_log_floor(lg, acc);
+        for (int b = 0; b < nl; ++b) {
+            rows[(size_t) b * n_mels + m] = lg[b];
+        }
+    }
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------- funasr_frontend
+
+funasr_frontend::funasr_frontend(const funasr_frontend_params & params) : params_(params) {
+    const auto & p = params_;
+    if (p.sample_rate <= 0 || p.n_mels <= 0 || p.frame_length < 2 || p.frame_shift <= 0 || p.lfr_m <= 0 ||
+        p.lfr_n <= 0) {
+        throw std::invalid_argument("funasr_frontend: invalid parameters");
+    }
+    const size_t n_feat = (size_t) p.n_mels * p.lfr_m;
+    if (p.cmvn_shift.size() != p.cmvn_scale.size() || (!p.cmvn_shift.empty() && p.cmvn_shift.size() != n_feat)) {
+        throw std::invalid_argument("funasr_frontend: CMVN vectors must both have n_mels * lfr_m values");
+    }
+    auto t = std::make_unique<tables>();
+    build_fft_tables(*t, p.frame_length);
+    t->window = kaldi_window(p.window, p.frame_length);
+    build_mel_bank(*t, p);
+    tables_ = std::move(t);
+}
+
+funasr_frontend::~funasr_frontend() = default;
 
 int funasr_frontend::feature_dim() const {
     return params_.n_mels * params_.lfr_m;
@@ -322,143 +449,47 @@ int64_t funasr_frontend::n_lfr_frames(size_t n_samples) const {
 }
 
 void funasr_frontend::compute(const float * samples, size_t n_samples, std::vector<float> & out) const {
-    const auto & p = params_;
-    const auto & t = *tables_;
-    constexpr int L = kFrameLanes;
-
     const int64_t n_frames = n_fbank_frames(n_samples);
-    const int64_t n_lfr    = n_lfr_frames(n_samples);
-    const int     n_mels   = p.n_mels;
-    const int     flen     = p.frame_length;
-    const int     nh       = t.n_half;
-    const int     nb       = t.n_bins;
-    const int     n_feat   = feature_dim();
     out.clear();
     if (n_frames <= 0) {
         return;
     }
+    std::vector<float> fb;
+    fbank(samples, n_frames, fb);
+    apply_lfr(fb, n_frames, n_lfr_frames(n_samples), out);
+    apply_cmvn(out);
+}
 
-    // ---- fbank [n_frames, n_mels]
-    std::vector<float> fbank((size_t) n_frames * n_mels);
+// log mel fbank [n_frames, n_mels], kFrameLanes frames at a time
+void funasr_frontend::fbank(const float * samples, int64_t n_frames, std::vector<float> & out) const {
+    const auto & p = params_;
+    const auto & t = *tables_;
+    const int n_mels = p.n_mels;
+    const int flen   = p.frame_length;
+    out.resize((size_t) n_frames * n_mels);
     batch_scratch s;
     s.x.resize((size_t) flen * L);
-    s.re.resize((size_t) nh * L);
-    s.im.resize((size_t) nh * L);
-    s.pw.resize((size_t) nb * L);
-
-    const float scale   = p.input_scale;
-    const float preemph = p.preemph;
-    const float * win   = t.window.data();
-
+    s.re.resize((size_t) t.n_half * L);
+    s.im.resize((size_t) t.n_half * L);
+    s.pw.resize((size_t) t.n_bins * L);
     for (int64_t f0 = 0; f0 < n_frames; f0 += L) {
         const int nl = (int) std::min<int64_t>(L, n_frames - f0);
-
-        // framed, scaled samples (unused lanes are zero)
-        float * x = s.x.data();
-        if (nl == L) {
-            const float * src = samples + (size_t) f0 * p.frame_shift;
-            const size_t  hop = (size_t) p.frame_shift;
-            for (int n = 0; n < flen; ++n) {
-                float * xn = x + (size_t) n * L;
-                for (int b = 0; b < L; ++b) {
-                    xn[b] = src[b * hop + n] * scale;
-                }
-            }
-        } else {
-            for (int b = 0; b < L; ++b) {
-                const float * src = samples + (size_t) (f0 + b) * p.frame_shift;
-                for (int n = 0; n < flen; ++n) {
-                    x[n * L + b] = b < nl ? src[n] * scale : 0.0f;
-                }
-            }
-        }
-
-        // DC removal
-        {
-            float sum[L] = {};
-            for (int n = 0; n < flen; ++n) {
-                for (int b = 0; b < L; ++b) {
-                    sum[b] += x[n * L + b];
-                }
-            }
-            float mean[L];
-            for (int b = 0; b < L; ++b) {
-                mean[b] = sum[b] / (float) flen;
-            }
-            for (int n = 0; n < flen; ++n) {
-                for (int b = 0; b < L; ++b) {
-                    x[n * L + b] -= mean[b];
-                }
-            }
-        }
-
-        // pre-emphasis (from the end, as Kaldi), window, scatter into the bit-reversed
-        // packed complex input: z[m] = y[2m] + i y[2m + 1]
-        std::fill(s.re.begin(), s.re.end(), 0.0);
-        std::fill(s.im.begin(), s.im.end(), 0.0);
-        for (int n = flen - 1; n >= 0; --n) {
-            const float w = win[n];
-            double * dst = ((n & 1) ? s.im.data() : s.re.data()) + (size_t) t.sample_pos[n] * L;
-            const float * xn = x + (size_t) n * L;
-            const float * xp = n > 0 ? x + (size_t) (n - 1) * L : xn;
-            lanes_preemph_window(dst, xn, xp, preemph, w);
-        }
-
-        // radix-2 decimation-in-time complex FFT of size nh, all lanes at once
-        double * re = s.re.data();
-        double * im = s.im.data();
-        int len0 = 2;
-        if (nh >= 4) {
-            // stages 1 and 2 (twiddles 1 and -i)
-            for (int blk = 0; blk < nh; blk += 2) {
-                lanes_butterfly_1(re + (size_t) blk * L, im + (size_t) blk * L, re + (size_t) (blk + 1) * L,
-                                  im + (size_t) (blk + 1) * L);
-            }
-            for (int blk = 0; blk < nh; blk += 4) {
-                lanes_butterfly_1(re + (size_t) blk * L, im + (size_t) blk * L, re + (size_t) (blk + 2) * L,
-                                  im + (size_t) (blk + 2) * L);
-                lanes_butterfly_mi(re + (size_t) (blk + 1) * L, im + (size_t) (blk + 1) * L,
-                                   re + (size_t) (blk + 3) * L, im + (size_t) (blk + 3) * L);
-            }
-            len0 = 8;
-        }
-        for (int len = len0, tw_step = nh / len0; len <= nh; len <<= 1, tw_step >>= 1) {
-            const int half = len >> 1;
-            for (int blk = 0; blk < nh; blk += len) {
-                for (int j = 0; j < half; ++j) {
-                    const double wr = t.tw_re[j * tw_step];
-                    const double wi = t.tw_im[j * tw_step];
-                    lanes_butterfly(re + (size_t) (blk + j) * L, im + (size_t) (blk + j) * L,
-                                    re + (size_t) (blk + j + half) * L, im + (size_t) (blk + j + half) * L, wr, wi);
-                }
-            }
-        }
-
-        // split step and power |X[k]|^2 for k = 0 .. n_fft/2 - 1
-        double * pw = s.pw.data();
-        for (int k = 0; k < nb; ++k) {
-            const int kc = (nh - k) & (nh - 1);
-            lanes_split_power(pw + (size_t) k * L, re + (size_t) k * L, im + (size_t) k * L, re + (size_t) kc * L,
-                              im + (size_t) kc * L, t.split_re[k], t.split_im[k]);
-        }
-
-        // mel energies, log
-        for (int m = 0; m < n_mels; ++m) {
-            double acc[L] = {};
-            const double * w  = t.mel_weight.data() + t.mel_offset[m];
-            const double * pm = pw + (size_t) t.mel_begin[m] * L;
-            for (int k = 0; k < t.mel_len[m]; ++k) {
-                lanes_axpy(acc, pm + (size_t) k * L, w[k]);
-            }
-            float lg[L];
-            lanes_log_floor(lg, acc);
-            for (int b = 0; b < nl; ++b) {
-                fbank[(size_t) (f0 + b) * n_mels + m] = lg[b];
-            }
-        }
+        load_frames(samples, f0, nl, flen, p.frame_shift, p.input_scale, s.x.data());
+        remove_dc(s.x.data(), flen);
+        preemph_window_pack(t, s.x.data(), flen, p.preemph, s);
+        fft(t, s.re.data(), s.im.data());
+        power_spectrum(t, s.re.data(), s.im.data(), s.pw.data());
+        mel_log(t, s.pw.data(), n_mels, nl, out.data() + (size_t) f0 * n_mels);
     }
+}
 
-    // ---- LFR: row i = frames 6i - 3 .. 6i + 3 (clamped), each n_mels wide
+// apply_lfr: row i = frames i lfr_n - (lfr_m - 1) / 2 .. + lfr_m - 1 (clamped to the signal), each
+// n_mels wide
+void funasr_frontend::apply_lfr(const std::vector<float> & fbank, int64_t n_frames, int64_t n_lfr,
+                                std::vector<float> & out) const {
+    const auto & p      = params_;
+    const int    n_mels = p.n_mels;
+    const int    n_feat = feature_dim();
     out.resize((size_t) n_lfr * n_feat);
     const int64_t pad = (p.lfr_m - 1) / 2;
     for (int64_t i = 0; i < n_lfr; ++i) {
@@ -468,91 +499,22 @@ void funasr_frontend::compute(const float * samples, size_t n_samples, std::vect
             std::copy_n(fbank.data() + (size_t) src * n_mels, n_mels, row + (size_t) j * n_mels);
         }
     }
+}
 
-    // ---- CMVN: (x + shift) * scale
-    if (!p.cmvn_shift.empty()) {
-        const float * sh = p.cmvn_shift.data();
-        const float * sc = p.cmvn_scale.data();
-        for (int64_t i = 0; i < n_lfr; ++i) {
-            float * row = out.data() + (size_t) i * n_feat;
-            for (int d = 0; d < n_feat; ++d) {
-                row[d] = (row[d] + sh[d]) * sc[d];
-            }
+// apply_cmvn: (x + shift) * scale per feature, when the model has CMVN
+void funasr_frontend::apply_cmvn(std::vector<float> & feats) const {
+    const auto & p = params_;
+    if (p.cmvn_shift.empty()) {
+        return;
+    }
+    const int     n_feat = feature_dim();
+    const int64_t n_rows = (int64_t) feats.size() / n_feat;
+    const float * sh = p.cmvn_shift.data();
+    const float * sc = p.cmvn_scale.data();
+    for (int64_t i = 0; i < n_rows; ++i) {
+        float * row = feats.data() + (size_t) i * n_feat;
+        for (int d = 0; d < n_feat; ++d) {
+            row[d] = (row[d] + sh[d]) * sc[d];
         }
     }
-}
-
-// ----------------------------------------------------------------------------- hparams
-
-funasr_frontend_params funasr_frontend_params_from_hparams(const clip_hparams & hparams) {
-    const auto & f = hparams.funasr;  // validated by funasr_load_hparams
-    funasr_frontend_params p;
-    p.sample_rate  = hparams.audio_sample_rate;
-    p.n_mels       = hparams.n_mel_bins;
-    p.frame_length = hparams.audio_window_len;
-    p.frame_shift  = hparams.audio_hop_len;
-    p.window       = f.window;
-    p.lfr_m        = f.lfr_m;
-    p.lfr_n        = f.lfr_n;
-    p.preemph      = f.preemph;
-    p.low_freq     = f.low_freq;
-    p.high_freq    = f.high_freq;
-    p.input_scale  = f.input_scale;
-    p.cmvn_shift   = f.cmvn_shift;
-    p.cmvn_scale   = f.cmvn_scale;
-    return p;
-}
-
-// ----------------------------------------------------------------------------- mtmd preprocessor
-
-mtmd_audio_preprocessor_funasr::mtmd_audio_preprocessor_funasr(const clip_ctx * ctx) : mtmd_audio_preprocessor(ctx) {}
-
-void mtmd_audio_preprocessor_funasr::initialize() {
-    frontend = std::make_unique<funasr_frontend>(funasr_frontend_params_from_hparams(hparams));
-}
-
-mtmd_audio_mel funasr_mtmd_mel(const float * rows, int64_t n_rows, int n_mels, int lfr_m) {
-    mtmd_audio_mel mel;
-    mel.n_mel     = n_mels;
-    mel.n_len     = (int) (n_rows * lfr_m);
-    mel.n_len_org = mel.n_len;
-    mel.data.resize((size_t) n_mels * (size_t) mel.n_len);
-    // rows viewed as [n_len sub-frames, n_mels] -> data [n_mels, n_len]
-    const int64_t n_len = mel.n_len;
-    for (int64_t s = 0; s < n_len; ++s) {
-        const float * src = rows + (size_t) s * n_mels;
-        for (int m = 0; m < n_mels; ++m) {
-            mel.data[(size_t) m * n_len + s] = src[m];
-        }
-    }
-    return mel;
-}
-
-bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
-                                size_t n_samples, std::vector<mtmd_audio_mel> & output) {
-    if (n_samples > 0 && samples == nullptr) {
-        return false;
-    }
-    const auto & p     = fe.params();
-    const size_t chunk = chunk_seconds > 0 ? (size_t) chunk_seconds * (size_t) p.sample_rate : n_samples;
-    const int n_feat   = fe.feature_dim();
-
-    std::vector<float> feats;
-    for (size_t off = 0; off < n_samples; off += chunk) {
-        const size_t n = std::min(chunk, n_samples - off);
-        fe.compute(samples + off, n, feats);
-        const int64_t n_lfr = (int64_t) feats.size() / n_feat;
-        if (n_lfr > 0) {  // a chunk without a whole frame gives no audio tokens
-            output.push_back(funasr_mtmd_mel(feats.data(), n_lfr, p.n_mels, p.lfr_m));
-        }
-    }
-    return true;
-}
-
-bool mtmd_audio_preprocessor_funasr::preprocess(const float * samples, size_t n_samples,
-                                                std::vector<mtmd_audio_mel> & output) const {
-    if (!frontend) {
-        return false;
-    }
-    return funasr_audio_to_mel_chunks(*frontend, hparams.audio_chunk_len, samples, n_samples, output);
 }

@@ -1,68 +1,31 @@
-// funasr-cpp: the Fun-ASR-Nano audio projector for llama.cpp's mtmd ("funasr").
-// Compiled into libmtmd (our CMakeLists adds csrc/ with target_sources); the
-// small patch in third_party/patches only dispatches to the entry points below.
+// funasr-cpp: the Fun-ASR-Nano audio projector for llama.cpp's mtmd ("funasr"), following funasr
+// 1.4.16 models/fun_asr_nano/model.py (FunASRNano: frontend -> audio_encoder -> audio_adaptor, and
+// the CTC branch). Only the mtmd glue lives here: the preprocessor, the clip hparams / tensor
+// loading, the graph class and the patched encode entry point. Compiled into libmtmd (our
+// CMakeLists adds the sources with target_sources); the small patch in third_party/patches only
+// dispatches to the entry points below. The frontend itself is frontend/frontend.h.
 #pragma once
 
 #include "clip-graph.h"
+#include "frontend/frontend.h"
 #include "mtmd-audio.h"
 #include "mtmd.h"
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 struct gguf_context;
 
-// ----------------------------------------------------------------------------- frontend
-// WavFrontend of funasr: 16 kHz mono in [-1, 1] -> x input_scale -> Kaldi fbank
-// (window, DC removal, pre-emphasis, power spectrum, Kaldi mel bank, natural log
-// floored at FLT_EPSILON, snip_edges, no dither) -> LFR (m, n) -> optional CMVN.
-// The defaults are Fun-ASR-Nano's; an mmproj's come from funasr_frontend_params_from_hparams.
-struct funasr_frontend_params {
-    std::string window = "hamming";  // Kaldi window_type: hamming, hanning, povey, rectangular, blackman
-    int   sample_rate  = 16000;
-    int   n_mels       = 80;
-    int   frame_length = 400;      // samples (25 ms)
-    int   frame_shift  = 160;      // samples (10 ms)
-    int   lfr_m        = 7;
-    int   lfr_n        = 6;
-    float preemph      = 0.97f;
-    float low_freq     = 20.0f;
-    float high_freq    = 0.0f;     // <= 0: relative to Nyquist
-    float input_scale  = 32768.0f;
-    std::vector<float> cmvn_shift; // empty, or n_mels * lfr_m values: x = (x + shift) * scale
-    std::vector<float> cmvn_scale;
-};
-
-class funasr_frontend {
-public:
-    explicit funasr_frontend(const funasr_frontend_params & params);
-    ~funasr_frontend();
-    funasr_frontend(const funasr_frontend &) = delete;
-    funasr_frontend & operator=(const funasr_frontend &) = delete;
-
-    int feature_dim() const;                       // n_mels * lfr_m (560)
-    int64_t n_fbank_frames(size_t n_samples) const; // 0 below one frame
-    int64_t n_lfr_frames(size_t n_samples) const;
-
-    // LFR features, row-major [n_lfr_frames, feature_dim]; empty for < one frame.
-    // Thread-safe: all scratch is per call.
-    void compute(const float * samples, size_t n_samples, std::vector<float> & out) const;
-
-    const funasr_frontend_params & params() const { return params_; }
-
-private:
-    struct tables;
-    funasr_frontend_params params_;
-    tables * tables_;
-};
-
+// ----------------------------------------------------------------------------- preprocessor
 // The mtmd input layout of LFR rows [n_rows, n_mels * lfr_m] (row-major): one mtmd_audio_mel with
 // n_mel = n_mels and n_len = lfr_m * n_rows, column lfr_m * i + j holding sub-frame j of row i, so
 // that num_mel_bins stays n_mels; the graph recovers the rows with a transpose + reshape.
 mtmd_audio_mel funasr_mtmd_mel(const float * rows, int64_t n_rows, int n_mels, int lfr_m);
 
-// mtmd preprocessor: chunks of at most hparams.audio_chunk_len seconds, each in the layout above
+// mtmd preprocessor: the mmproj's frontend (hparams.funasr.frontend) over chunks of at most
+// hparams.audio_chunk_len seconds, each in the layout above
 struct mtmd_audio_preprocessor_funasr : mtmd_audio_preprocessor {
     mtmd_audio_preprocessor_funasr(const clip_ctx * ctx);
     void initialize() override;
@@ -76,9 +39,6 @@ private:
 // layout above; chunks without a whole frame are skipped
 bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, const float * samples,
                                 size_t n_samples, std::vector<mtmd_audio_mel> & output);
-
-// frontend parameters as stored in the mmproj (funasr.frontend.* keys)
-funasr_frontend_params funasr_frontend_params_from_hparams(const clip_hparams & hparams);
 
 // ----------------------------------------------------------------------------- clip glue
 // hparams case of clip_model_loader::load_hparams (reads funasr.* keys)

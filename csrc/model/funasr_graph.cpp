@@ -64,7 +64,7 @@ ggml_tensor * clip_graph_funasr::build_transformer(ggml_tensor * cur, ggml_tenso
 // The CTC branch of FunASRNano.inference_llm (fun_asr_nano/model.py): ctc_decoder on the encoder
 // output, ctc.ctc_lo, log_softmax. What leaves the graph is small: per frame the decoder output
 // and the log-softmax normalizer (any token's log-prob is then its logit minus it, see
-// csrc/ctc_head.cpp) and the greedy token; the [vocab, T] logits stay in the compute buffer.
+// csrc/engine/ctc_head.cpp) and the greedy token; the [vocab, T] logits stay in the compute buffer.
 void clip_graph_funasr::build_ctc(ggml_tensor * enc_out) {
     const auto & fp = hparams.funasr;
     const auto & ctc = model.funasr_ctc;
@@ -102,9 +102,10 @@ ggml_cgraph * clip_graph_funasr::build() {
     const auto & fp = hparams.funasr;
     const int64_t n_sub = img.nx();            // lfr_m sub-frames per LFR frame
     const int64_t n_mel = img.ny();
-    const int64_t n_frames = n_sub / fp.lfr_m; // LFR frames (60 ms each)
-    const int64_t n_feat = n_mel * fp.lfr_m;   // 560
-    GGML_ASSERT(n_sub % fp.lfr_m == 0 && n_frames > 0);
+    const int lfr_m = fp.frontend.lfr_m;
+    const int64_t n_frames = n_sub / lfr_m;    // LFR frames (60 ms each)
+    const int64_t n_feat = n_mel * lfr_m;      // 560
+    GGML_ASSERT(n_sub % lfr_m == 0 && n_frames > 0);
     GGML_ASSERT(n_frames <= model.position_embeddings->ne[1] && "audio chunk longer than the position table");
 
     // inp_raw [n_sub, n_mel]: frames contiguous -> LFR rows [n_feat, n_frames]

@@ -1,31 +1,26 @@
-// funasr-cpp: the funasr projector's hyper-parameters, one field per funasr.* key of the mmproj.
+// funasr-cpp: the funasr projector's hyper-parameters, one field per funasr.* key of the mmproj,
+// following funasr 1.4.16 (frontends/wav_frontend.py WavFrontend, models/sense_voice/model.py
+// SenseVoiceEncoderSmall, models/llm_asr/adaptor.py Transformer, models/fun_asr_nano/model.py FunASRNano).
 // Included by the patched clip-model.h (clip_hparams::funasr), so it must not depend on clip.
 //
-// Defaults are upstream's code defaults (funasr 1.4.16: WavFrontend, SenseVoiceEncoderSmall,
-// the llm_asr "Transformer" adaptor, FunASRNano), used when a key is missing; the README lists
-// them. funasr_load_hparams (funasr_clip.cpp) fills this struct and refuses values the graph
-// cannot run.
+// Defaults are upstream's code defaults, used when a key is missing (the frontend's are in
+// frontend/frontend.h); the README lists them. funasr_load_hparams (funasr_clip.cpp) fills this
+// struct and refuses values the graph cannot run.
 #pragma once
 
+#include "frontend/frontend.h"
+
 #include <cstdint>
-#include <string>
 #include <vector>
 
 struct ggml_tensor;
 struct clip_layer;  // complete before clip_model (which holds funasr_ctc_tensors) is defined
 
 struct funasr_hparams {
-    // frontend (WavFrontend + Kaldi fbank); sample rate, mel bins and frame sizes live in the
-    // generic clip_hparams fields (audio_sample_rate, n_mel_bins, audio_window_len, audio_hop_len)
-    std::string window      = "hamming";  // hamming | hanning | povey | rectangular | blackman
-    int32_t     lfr_m       = 1;          // LFR: stack lfr_m frames ...
-    int32_t     lfr_n       = 1;          // ... every lfr_n frames
-    float       preemph     = 0.97f;
-    float       low_freq    = 20.0f;      // Hz
-    float       high_freq   = 0.0f;       // Hz; <= 0: relative to Nyquist
-    float       input_scale = 32768.0f;   // upsacle_samples: [-1, 1] -> int16 range
-    std::vector<float> cmvn_shift;        // empty, or n_mels * lfr_m values: x = (x + shift) * scale
-    std::vector<float> cmvn_scale;
+    // WavFrontend + Kaldi fbank. Its sample rate, mel bins and frame sizes are also clip's generic
+    // fields (audio_sample_rate, n_mel_bins, audio_window_len, audio_hop_len), which mtmd reads;
+    // funasr_load_hparams sets both from the same keys.
+    funasr_frontend_params frontend;
 
     // SAN-M encoder (widths, heads, eps and layer count are the generic clip.audio.* keys)
     int32_t enc_blocks      = 0;     // encoders0 + encoders; after_norm follows them (required key)

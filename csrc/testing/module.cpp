@@ -1,6 +1,6 @@
-// funasr_cpp._core.testing: hooks into single steps of the pipeline for the parity tests and the
+// funasr_cpp._testing: hooks into single steps of the pipeline for the parity tests and the
 // benchmarks; the product path (funasr_cpp.Model) goes through AsrModel only.
-//   frontend_features / frontend_mtmd_chunks  the fbank + LFR frontend (csrc/funasr_frontend.cpp)
+//   frontend_features / frontend_mtmd_chunks  the fbank + LFR frontend (csrc/frontend/frontend.cpp)
 //   AudioEncoder                              the mmproj's encoder + adaptor through clip
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -30,8 +30,16 @@ py::array_t<float> rows_array(const std::vector<float> & data, int64_t width) {
 }
 
 // ----------------------------------------------------------------------------- frontend
+// Fun-ASR-Nano's frontend (its config.yaml: LFR 7/6; the rest are WavFrontend's defaults)
+funasr_frontend_params nano_frontend_params() {
+    funasr_frontend_params p;
+    p.lfr_m = 7;
+    p.lfr_n = 6;
+    return p;
+}
+
 const funasr_frontend & default_frontend() {
-    static const funasr_frontend fe{funasr_frontend_params{}};  // Fun-ASR-Nano's
+    static const funasr_frontend fe{nano_frontend_params()};
     return fe;
 }
 
@@ -44,7 +52,7 @@ py::array_t<float> frontend_features(const py::object & samples_obj, const py::o
     std::unique_ptr<funasr_frontend> own;
     const funasr_frontend * fe = &default_frontend();
     if (!cmvn_shift.is_none()) {
-        funasr_frontend_params p;
+        funasr_frontend_params p = nano_frontend_params();
         p.cmvn_shift = funasr_py::float_samples(cmvn_shift, "cmvn_shift");
         p.cmvn_scale = funasr_py::float_samples(cmvn_scale, "cmvn_scale");
         try {
@@ -113,8 +121,8 @@ public:
             throw native_error(PyExc_ValueError, path_ + " is not a funasr mmproj");
         }
         n_mel_ = hp.n_mel_bins;
-        lfr_m_ = hp.funasr.lfr_m;
-        frontend_ = std::make_unique<funasr_frontend>(funasr_frontend_params_from_hparams(hp));
+        lfr_m_ = hp.funasr.frontend.lfr_m;
+        frontend_ = std::make_unique<funasr_frontend>(hp.funasr.frontend);
     }
 
     // the LFR features this mmproj's frontend computes from 16 kHz mono samples: [T, n_mel * lfr_m]
@@ -132,20 +140,21 @@ public:
     py::dict hparams() const {
         const auto & hp = *clip_get_hparams(ctx_.get());
         const auto & f = hp.funasr;
+        const auto & fe = f.frontend;
         py::dict d;
-        d["sample_rate"] = hp.audio_sample_rate;
-        d["n_mels"] = hp.n_mel_bins;
-        d["frame_length"] = hp.audio_window_len;
-        d["frame_shift"] = hp.audio_hop_len;
+        d["sample_rate"] = fe.sample_rate;
+        d["n_mels"] = fe.n_mels;
+        d["frame_length"] = fe.frame_length;
+        d["frame_shift"] = fe.frame_shift;
         d["n_fft"] = hp.audio_n_fft;
-        d["window"] = f.window;
-        d["lfr_m"] = f.lfr_m;
-        d["lfr_n"] = f.lfr_n;
-        d["preemphasis"] = f.preemph;
-        d["low_freq"] = f.low_freq;
-        d["high_freq"] = f.high_freq;
-        d["input_scale"] = f.input_scale;
-        d["has_cmvn"] = !f.cmvn_shift.empty();
+        d["window"] = fe.window;
+        d["lfr_m"] = fe.lfr_m;
+        d["lfr_n"] = fe.lfr_n;
+        d["preemphasis"] = fe.preemph;
+        d["low_freq"] = fe.low_freq;
+        d["high_freq"] = fe.high_freq;
+        d["input_scale"] = fe.input_scale;
+        d["has_cmvn"] = !fe.cmvn_shift.empty();
         d["num_blocks"] = f.enc_blocks;
         d["tp_blocks"] = f.enc_tp_blocks;
         d["sanm_shift"] = f.sanm_shift;

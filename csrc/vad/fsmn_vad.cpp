@@ -8,9 +8,12 @@
 #include "ggml-backend.h"
 #include "ggml.h"
 #include "gguf.h"
+#include "model/funasr_keys.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdarg>
+#include <cstdio>
 #include <stdexcept>
 
 namespace funasr_vad {
@@ -279,6 +282,107 @@ int64_t fbank_frames(size_t n, int flen, int shift) {
     return n >= (size_t) flen ? (int64_t) ((n - flen) / shift) + 1 : 0;
 }
 
+// a GGUF key or tensor name from its KEY_* / TN_* format (funasr_keys.h)
+std::string format_name(const char * fmt, ...) {
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= (int) sizeof(buf)) throw std::runtime_error(std::string("FSMN-VAD: name too long for format ") + fmt);
+    return std::string(buf, (size_t) n);
+}
+
+// general.architecture must be fsmn_vad; otherwise the error names what the file is
+void check_architecture(const gguf_context * g, const std::string & path) {
+    const int64_t arch_id = gguf_find_key(g, KEY_GENERAL_ARCH);
+    const std::string arch = arch_id >= 0 && gguf_get_kv_type(g, arch_id) == GGUF_TYPE_STRING ? gguf_get_val_str(g, arch_id) : "";
+    if (arch != ARCH_VAD) {
+        std::string what = arch == ARCH_CLIP ? "an mmproj (the ASR model's encoder)" : arch == "qwen3" ? "an LLM GGUF (the ASR model's)"
+                                                                                  : "architecture '" + arch + "'";
+        throw std::runtime_error(path + " is not an FSMN-VAD GGUF: it is " + what +
+                                 "; convert an FSMN-VAD release with `funasr-cpp convert VAD_DIR -o OUT`");
+    }
+}
+
+// fsmn_vad.frontend.*: WavFrontendOnline's values (the rest are the frontend's defaults)
+funasr_frontend_params read_frontend(const gguf_context * g, const std::string & path) {
+    auto u = [&](const char * key) { return (int) kv_num(g, key, path); };
+    funasr_frontend_params fe;
+    fe.sample_rate  = u(KEY_VAD_FE_SAMPLE_RATE);
+    fe.window       = kv_str(g, KEY_VAD_FE_WINDOW, path);
+    fe.n_mels       = u(KEY_VAD_FE_N_MELS);
+    fe.frame_length = u(KEY_VAD_FE_FRAME_LENGTH);
+    fe.frame_shift  = u(KEY_VAD_FE_FRAME_SHIFT);
+    fe.lfr_m        = u(KEY_VAD_FE_LFR_M);
+    fe.lfr_n        = u(KEY_VAD_FE_LFR_N);
+    for (double v : kv_array(g, KEY_VAD_FE_CMVN_SHIFT, path, false)) fe.cmvn_shift.push_back((float) v);
+    for (double v : kv_array(g, KEY_VAD_FE_CMVN_SCALE, path, false)) fe.cmvn_scale.push_back((float) v);
+    return fe;
+}
+
+// fsmn_vad.encoder.*: the FSMN's sizes
+void read_encoder(const gguf_context * g, const std::string & path, model_info & I) {
+    auto u = [&](const char * key) { return (int) kv_num(g, key, path); };
+    I.input_dim         = u(KEY_VAD_ENC_INPUT_DIM);
+    I.input_affine_dim  = u(KEY_VAD_ENC_INPUT_AFFINE_DIM);
+    I.fsmn_layers       = u(KEY_VAD_ENC_FSMN_LAYERS);
+    I.linear_dim        = u(KEY_VAD_ENC_LINEAR_DIM);
+    I.proj_dim          = u(KEY_VAD_ENC_PROJ_DIM);
+    I.lorder            = u(KEY_VAD_ENC_LORDER);
+    I.rorder            = u(KEY_VAD_ENC_RORDER);
+    I.lstride           = u(KEY_VAD_ENC_LSTRIDE);
+    I.rstride           = u(KEY_VAD_ENC_RSTRIDE);
+    I.output_affine_dim = u(KEY_VAD_ENC_OUTPUT_AFFINE_DIM);
+    I.output_dim        = u(KEY_VAD_ENC_OUTPUT_DIM);
+    I.use_softmax       = u(KEY_VAD_ENC_USE_SOFTMAX) != 0;
+    const funasr_frontend_params & fe = I.frontend;
+    if (fe.sample_rate != 16000 || fe.lfr_n != 1 || fe.lfr_m % 2 == 0 || I.input_dim != fe.n_mels * fe.lfr_m ||
+        I.lorder < 2 || I.lstride < 1 || (I.rorder > 0 && I.rstride < 1) || I.fsmn_layers < 1) {
+        throw std::runtime_error(path + ": frontend/encoder values this runtime cannot run (see converters/vad_gguf.py)");
+    }
+}
+
+// fsmn_vad.options.*: the checkpoint's model_conf, checked as the binding's overrides are
+options read_options(const gguf_context * g, const std::string & path, const model_info & I) {
+    options o;
+    auto d = [&](const char * name) { return kv_num(g, format_name(KEY_VAD_OPTION, name), path); };
+    for (const number_option & n : number_options()) o.*n.field = d(n.name);
+    o.detect_mode                  = (int) d("detect_mode");
+    o.noise_frame_num_used_for_snr = (int) d("noise_frame_num_used_for_snr");
+    o.do_extend                    = d("do_extend") != 0;
+    o.frame_in_ms                  = d("frame_in_ms");
+    o.sil_pdf_ids.clear();
+    for (double v : kv_array(g, format_name(KEY_VAD_OPTION, "sil_pdf_ids"), path, true)) o.sil_pdf_ids.push_back((int) v);
+    const funasr_frontend_params & fe = I.frontend;
+    if (o.frame_in_ms * fe.sample_rate / 1000 != fe.frame_shift) {
+        throw std::runtime_error(path + ": options.frame_in_ms does not match the frontend's frame shift");
+    }
+    const std::string bad = check_options(o, I);
+    if (!bad.empty()) throw std::runtime_error(path + ": " + bad);
+    return o;
+}
+
+// WavFrontendOnline emits an LFR frame once its whole window has arrived: after chunk i (of stride
+// samples) all frames so far but the last lfr_m - 1 - pad, and at the end all n_frames of them
+// (the window padded by the last frame). Frames [done, the result) are the chunk's.
+int64_t chunk_end(const funasr_frontend_params & fe, int64_t i, int64_t stride, bool final, int64_t done, int64_t n_frames) {
+    const int pad = (fe.lfr_m - 1) / 2;
+    return final ? n_frames
+                 : std::max(done, fbank_frames((size_t) ((i + 1) * stride), fe.frame_length, fe.frame_shift) + pad - (fe.lfr_m - 1));
+}
+
+// ComputeDecibel: 10 log10(sum of squares + 1e-6) of the raw samples of frames [first, first + n)
+void decibels(const float * x, int64_t first, int64_t n, const funasr_frontend_params & fe, std::vector<float> & db) {
+    db.resize((size_t) n);
+    for (int64_t t = 0; t < n; ++t) {
+        const float * s = x + (size_t) (first + t) * fe.frame_shift;
+        double acc = 0;
+        for (int k = 0; k < fe.frame_length; ++k) acc += (double) s[k] * s[k];
+        db[t] = (float) (10.0 * std::log10((double) ((float) acc + 1e-6f)));
+    }
+}
+
 }  // namespace
 
 struct model::impl {
@@ -298,6 +402,19 @@ struct model::impl {
     };
     ggml_tensor *in1_w, *in1_b, *in2_w, *in2_b, *out1_w, *out1_b, *out2_w, *out2_b;
     std::vector<layer> layers;
+
+    // one forward call's graph: its inputs (features, each layer's left memory) and outputs
+    // (the posteriors, each layer's memory for the next call)
+    struct chunk_graph {
+        ggml_context * ctx = nullptr;
+        ggml_cgraph * gf = nullptr;
+        ggml_tensor * feats = nullptr;
+        ggml_tensor * posteriors = nullptr;
+        std::vector<ggml_tensor *> mem_in, mem_out;
+        ~chunk_graph() {
+            if (ctx) ggml_free(ctx);
+        }
+    };
 
     ~impl() {
         if (kctx) ggml_free(kctx);
@@ -326,7 +443,59 @@ struct model::impl {
         }
         return t;
     }
+
+    void prepare_weights(const model_info & I);
+    void init_backend(int n_threads);
+    void chunk_features(const float * x, int64_t done, int64_t end, int64_t n_frames, const model_info & I,
+                        std::vector<float> & feats) const;
+    void build_graph(int64_t T, const model_info & I, chunk_graph & g) const;
+    void forward(const std::vector<float> & feats, int64_t T, const model_info & I,
+                 std::vector<std::vector<float>> & memory, std::vector<float> & post);
 };
+
+// the graph's tensors from the file's, padded (see kctx), in a context of their own
+void model::impl::prepare_weights(const model_info & I) {
+    auto pad16 = [](int64_t n) { return (n + 15) / 16 * 16; };
+    const int64_t Ip = pad16(I.input_dim), A = pad16(I.input_affine_dim), Lw = pad16(I.linear_dim);
+    const int64_t P = pad16(I.proj_dim), OA = pad16(I.output_affine_dim), D = I.output_dim;
+    const int64_t taps = I.lorder + I.rorder;
+    {
+        const int64_t floats = Ip * A + A + A * Lw + Lw + I.fsmn_layers * (Lw * P + taps * P + P * Lw + Lw) + Lw * OA + OA + OA * D + D;
+        const size_t n_tensors = 8 + 5 * (size_t) I.fsmn_layers;
+        ggml_init_params ip{(size_t) floats * sizeof(float) + n_tensors * (ggml_tensor_overhead() + 64), nullptr, false};
+        kctx = ggml_init(ip);
+        if (!kctx) throw std::runtime_error("FSMN-VAD: out of memory");
+    }
+    in_w   = Ip;
+    proj_w = P;
+    in1_w  = padded(format_name(TN_VAD_IN1, "weight"), I.input_dim, I.input_affine_dim, Ip, A);
+    in1_b  = padded(format_name(TN_VAD_IN1, "bias"), I.input_affine_dim, 1, A, 1);
+    in2_w  = padded(format_name(TN_VAD_IN2, "weight"), I.input_affine_dim, I.linear_dim, A, Lw);
+    in2_b  = padded(format_name(TN_VAD_IN2, "bias"), I.linear_dim, 1, Lw, 1);
+    out1_w = padded(format_name(TN_VAD_OUT1, "weight"), I.linear_dim, I.output_affine_dim, Lw, OA);
+    out1_b = padded(format_name(TN_VAD_OUT1, "bias"), I.output_affine_dim, 1, OA, 1);
+    out2_w = padded(format_name(TN_VAD_OUT2, "weight"), I.output_affine_dim, I.output_dim, OA, D);
+    out2_b = padded(format_name(TN_VAD_OUT2, "bias"), I.output_dim, 1, D, 1);
+    for (int l = 0; l < I.fsmn_layers; ++l) {
+        layer L{};
+        L.lin   = padded(format_name(TN_VAD_FSMN_LINEAR, l, "weight"), I.linear_dim, I.proj_dim, Lw, P);
+        L.left  = padded(format_name(TN_VAD_FSMN_CONV_LEFT, l), I.proj_dim, I.lorder, P, I.lorder);
+        L.right = I.rorder > 0 ? padded(format_name(TN_VAD_FSMN_CONV_RIGHT, l), I.proj_dim, I.rorder, P, I.rorder) : nullptr;
+        L.aff_w = padded(format_name(TN_VAD_FSMN_AFFINE, l, "weight"), I.proj_dim, I.linear_dim, P, Lw);
+        L.aff_b = padded(format_name(TN_VAD_FSMN_AFFINE, l, "bias"), I.linear_dim, 1, Lw, 1);
+        layers.push_back(L);
+    }
+}
+
+// the CPU backend with n_threads (<= 0: ggml's default) and its graph allocator
+void model::impl::init_backend(int n_threads) {
+    backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    if (!backend) throw std::runtime_error("ggml has no CPU backend");
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(backend));
+    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+    if (set_threads && n_threads > 0) set_threads(backend, n_threads);
+    galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend));
+}
 
 model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl>()) {
     impl & m = *p_;
@@ -336,90 +505,11 @@ model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl
     gp.ctx      = &m.wctx;
     m.gctx      = gguf_init_from_file(path.c_str(), gp);
     if (!m.gctx) throw std::runtime_error("cannot read the GGUF file " + path);
-    const gguf_context * g = m.gctx;
-    const int64_t arch_id = gguf_find_key(g, "general.architecture");
-    const std::string arch = arch_id >= 0 && gguf_get_kv_type(g, arch_id) == GGUF_TYPE_STRING ? gguf_get_val_str(g, arch_id) : "";
-    if (arch != "fsmn_vad") {
-        std::string what = arch == "clip" ? "an mmproj (the ASR model's encoder)" : arch == "qwen3" ? "an LLM GGUF (the ASR model's)"
-                                                                                : "architecture '" + arch + "'";
-        throw std::runtime_error(path + " is not an FSMN-VAD GGUF: it is " + what +
-                                 "; convert an FSMN-VAD release with `funasr-cpp convert VAD_DIR -o OUT`");
-    }
-    model_info & I = info_;
-    auto u = [&](const char * k) { return (int) kv_num(g, std::string("fsmn_vad.") + k, path); };
-    funasr_frontend_params & fe = I.frontend;
-    fe.sample_rate  = u("frontend.sample_rate");
-    fe.window       = kv_str(g, "fsmn_vad.frontend.window", path);
-    fe.n_mels       = u("frontend.n_mels");
-    fe.frame_length = u("frontend.frame_length");
-    fe.frame_shift  = u("frontend.frame_shift");
-    fe.lfr_m        = u("frontend.lfr_m");
-    fe.lfr_n        = u("frontend.lfr_n");
-    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_shift", path, false)) fe.cmvn_shift.push_back((float) v);
-    for (double v : kv_array(g, "fsmn_vad.frontend.cmvn_scale", path, false)) fe.cmvn_scale.push_back((float) v);
-    I.input_dim         = u("encoder.input_dim");
-    I.input_affine_dim  = u("encoder.input_affine_dim");
-    I.fsmn_layers       = u("encoder.fsmn_layers");
-    I.linear_dim        = u("encoder.linear_dim");
-    I.proj_dim          = u("encoder.proj_dim");
-    I.lorder            = u("encoder.lorder");
-    I.rorder            = u("encoder.rorder");
-    I.lstride           = u("encoder.lstride");
-    I.rstride           = u("encoder.rstride");
-    I.output_affine_dim = u("encoder.output_affine_dim");
-    I.output_dim        = u("encoder.output_dim");
-    I.use_softmax       = u("encoder.use_softmax") != 0;
-    if (fe.sample_rate != 16000 || fe.lfr_n != 1 || fe.lfr_m % 2 == 0 || I.input_dim != fe.n_mels * fe.lfr_m ||
-        I.lorder < 2 || I.lstride < 1 || (I.rorder > 0 && I.rstride < 1) || I.fsmn_layers < 1) {
-        throw std::runtime_error(path + ": frontend/encoder values this runtime cannot run (see converters/vad_gguf.py)");
-    }
-
-    options & o = I.defaults;
-    auto d = [&](const char * k) { return kv_num(g, std::string("fsmn_vad.options.") + k, path); };
-    for (const number_option & n : number_options()) o.*n.field = d(n.name);
-    o.detect_mode                  = (int) d("detect_mode");
-    o.noise_frame_num_used_for_snr = (int) d("noise_frame_num_used_for_snr");
-    o.do_extend                    = d("do_extend") != 0;
-    o.frame_in_ms                  = d("frame_in_ms");
-    o.sil_pdf_ids.clear();
-    for (double v : kv_array(g, "fsmn_vad.options.sil_pdf_ids", path, true)) o.sil_pdf_ids.push_back((int) v);
-    if (o.frame_in_ms * fe.sample_rate / 1000 != fe.frame_shift) {
-        throw std::runtime_error(path + ": options.frame_in_ms does not match the frontend's frame shift");
-    }
-    const std::string bad = check_options(o, I);
-    if (!bad.empty()) throw std::runtime_error(path + ": " + bad);
-
-    auto pad16 = [](int64_t n) { return (n + 15) / 16 * 16; };
-    const int64_t Ip = pad16(I.input_dim), A = pad16(I.input_affine_dim), Lw = pad16(I.linear_dim);
-    const int64_t P = pad16(I.proj_dim), OA = pad16(I.output_affine_dim), D = I.output_dim;
-    const int64_t taps = I.lorder + I.rorder;
-    {
-        const int64_t floats = Ip * A + A + A * Lw + Lw + I.fsmn_layers * (Lw * P + taps * P + P * Lw + Lw) + Lw * OA + OA + OA * D + D;
-        const size_t n_tensors = 8 + 5 * (size_t) I.fsmn_layers;
-        ggml_init_params ip{(size_t) floats * sizeof(float) + n_tensors * (ggml_tensor_overhead() + 64), nullptr, false};
-        m.kctx = ggml_init(ip);
-        if (!m.kctx) throw std::runtime_error("FSMN-VAD: out of memory");
-    }
-    m.in_w = Ip;
-    m.proj_w = P;
-    m.in1_w  = m.padded("in_linear1.weight", I.input_dim, I.input_affine_dim, Ip, A);
-    m.in1_b  = m.padded("in_linear1.bias", I.input_affine_dim, 1, A, 1);
-    m.in2_w  = m.padded("in_linear2.weight", I.input_affine_dim, I.linear_dim, A, Lw);
-    m.in2_b  = m.padded("in_linear2.bias", I.linear_dim, 1, Lw, 1);
-    m.out1_w = m.padded("out_linear1.weight", I.linear_dim, I.output_affine_dim, Lw, OA);
-    m.out1_b = m.padded("out_linear1.bias", I.output_affine_dim, 1, OA, 1);
-    m.out2_w = m.padded("out_linear2.weight", I.output_affine_dim, I.output_dim, OA, D);
-    m.out2_b = m.padded("out_linear2.bias", I.output_dim, 1, D, 1);
-    for (int l = 0; l < I.fsmn_layers; ++l) {
-        const std::string p = "fsmn." + std::to_string(l) + ".";
-        impl::layer L{};
-        L.lin   = m.padded(p + "linear.weight", I.linear_dim, I.proj_dim, Lw, P);
-        L.left  = m.padded(p + "conv_left.weight", I.proj_dim, I.lorder, P, I.lorder);
-        L.right = I.rorder > 0 ? m.padded(p + "conv_right.weight", I.proj_dim, I.rorder, P, I.rorder) : nullptr;
-        L.aff_w = m.padded(p + "affine.weight", I.proj_dim, I.linear_dim, P, Lw);
-        L.aff_b = m.padded(p + "affine.bias", I.linear_dim, 1, Lw, 1);
-        m.layers.push_back(L);
-    }
+    check_architecture(m.gctx, path);
+    info_.frontend = read_frontend(m.gctx, path);
+    read_encoder(m.gctx, path, info_);
+    info_.defaults = read_options(m.gctx, path, info_);
+    m.prepare_weights(info_);
     // the graph uses only the prepared tensors
     ggml_free(m.wctx);
     m.wctx = nullptr;
@@ -427,17 +517,11 @@ model::model(const std::string & path, int n_threads) : p_(std::make_unique<impl
     m.gctx = nullptr;
 
     try {
-        m.frontend = std::make_unique<funasr_frontend>(fe);
+        m.frontend = std::make_unique<funasr_frontend>(info_.frontend);
     } catch (const std::invalid_argument & e) {
         throw std::runtime_error(path + ": " + e.what());
     }
-
-    m.backend = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
-    if (!m.backend) throw std::runtime_error("ggml has no CPU backend");
-    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(m.backend));
-    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-    if (set_threads && n_threads > 0) set_threads(m.backend, n_threads);
-    m.galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m.backend));
+    m.init_backend(n_threads);
 }
 
 model::~model() = default;
@@ -446,108 +530,107 @@ int64_t model::n_frames(size_t n_samples) const {
     return fbank_frames(n_samples, info_.frontend.frame_length, info_.frontend.frame_shift);
 }
 
+// features of frames [done, end), rows padded to the prepared input width: the frontend over the
+// samples of fbank frames [done - pad, end + pad), clamped as the whole signal's LFR clamps
+void model::impl::chunk_features(const float * x, int64_t done, int64_t end, int64_t n_frames, const model_info & I,
+                                 std::vector<float> & feats) const {
+    const funasr_frontend_params & fe = I.frontend;
+    const int pad = (fe.lfr_m - 1) / 2;
+    const int64_t T = end - done;
+    const int64_t s0 = std::max<int64_t>(done - pad, 0), s1 = std::min<int64_t>(end + pad, n_frames);
+    const size_t a = (size_t) s0 * fe.frame_shift, b = (size_t) (s1 - 1) * fe.frame_shift + fe.frame_length;
+    std::vector<float> local;
+    frontend->compute(x + a, b - a, local);
+    feats.assign((size_t) T * in_w, 0.0f);
+    for (int64_t t = 0; t < T; ++t) {
+        std::copy_n(local.begin() + (size_t) (done - s0 + t) * I.input_dim, I.input_dim, feats.begin() + (size_t) t * in_w);
+    }
+}
+
+// the FSMN over T frames (encoder.py FSMN.forward with its cache): each layer's left memory is the
+// previous call's last (lorder - 1) lstride projected frames
+void model::impl::build_graph(int64_t T, const model_info & I, chunk_graph & g) const {
+    const int C = (I.lorder - 1) * I.lstride;
+    const int64_t P = proj_w;
+    const size_t meta = ggml_tensor_overhead() * 1024 + ggml_graph_overhead();
+    ggml_init_params ip{meta, nullptr, true};
+    ggml_context * ctx = g.ctx = ggml_init(ip);
+    g.gf = ggml_new_graph(ctx);
+    g.feats = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, in_w, T);
+    ggml_set_name(g.feats, "feats");
+    ggml_set_input(g.feats);
+    ggml_tensor * h = ggml_add(ctx, ggml_mul_mat(ctx, in1_w, g.feats), in1_b);
+    h = ggml_relu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, in2_w, h), in2_b));
+    for (int l = 0; l < I.fsmn_layers; ++l) {
+        const layer & L = layers[l];
+        ggml_tensor * x1 = ggml_mul_mat(ctx, L.lin, h);  // [proj, T]
+        ggml_tensor * mem = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, P, C);
+        ggml_set_input(mem);
+        g.mem_in.push_back(mem);
+        ggml_tensor * xc = ggml_concat(ctx, mem, x1, 1);  // [proj, C + T]: the left memory, then the chunk
+        // FSMNBlock: x + the depthwise left conv (lorder taps, dilation lstride) + the right one
+        ggml_tensor * y = ggml_add(ctx, x1, depthwise_conv(ctx, xc, L.left, I.lstride));
+        if (L.right) {  // y_right[t] = sum_k w[k] x[t + (k + 1) rstride], zeros past the chunk (as upstream)
+            ggml_tensor * xr = ggml_pad(ctx, x1, 0, I.rorder * I.rstride, 0, 0);
+            xr = ggml_view_2d(ctx, xr, P, T + (int64_t) (I.rorder - 1) * I.rstride, xr->nb[1], (size_t) I.rstride * xr->nb[1]);
+            y = ggml_add(ctx, y, depthwise_conv(ctx, xr, L.right, I.rstride));
+        }
+        ggml_tensor * next = ggml_cont(ctx, ggml_view_2d(ctx, xc, P, C, xc->nb[1], (size_t) T * xc->nb[1]));
+        ggml_set_output(next);
+        g.mem_out.push_back(next);
+        ggml_build_forward_expand(g.gf, next);
+        h = ggml_relu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.aff_w, y), L.aff_b));
+    }
+    h = ggml_add(ctx, ggml_mul_mat(ctx, out1_w, h), out1_b);
+    h = ggml_add(ctx, ggml_mul_mat(ctx, out2_w, h), out2_b);
+    if (I.use_softmax) h = ggml_soft_max(ctx, h);
+    ggml_set_name(h, "posteriors");
+    ggml_set_output(h);
+    ggml_build_forward_expand(g.gf, h);
+    g.posteriors = h;
+}
+
+// one forward call: posteriors [T, output_dim] of the chunk's features, memory carried in and out
+void model::impl::forward(const std::vector<float> & feats, int64_t T, const model_info & I,
+                          std::vector<std::vector<float>> & memory, std::vector<float> & post) {
+    chunk_graph g;
+    build_graph(T, I, g);
+    if (!ggml_gallocr_alloc_graph(galloc, g.gf)) throw std::runtime_error("FSMN-VAD: cannot allocate the compute buffer");
+    ggml_backend_tensor_set(g.feats, feats.data(), 0, feats.size() * sizeof(float));
+    for (int l = 0; l < I.fsmn_layers; ++l) {
+        ggml_backend_tensor_set(g.mem_in[l], memory[l].data(), 0, memory[l].size() * sizeof(float));
+    }
+    if (ggml_backend_graph_compute(backend, g.gf) != GGML_STATUS_SUCCESS) throw std::runtime_error("FSMN-VAD: graph compute failed");
+    post.resize((size_t) T * I.output_dim);
+    ggml_backend_tensor_get(g.posteriors, post.data(), 0, post.size() * sizeof(float));
+    for (int l = 0; l < I.fsmn_layers; ++l) {
+        ggml_backend_tensor_get(g.mem_out[l], memory[l].data(), 0, memory[l].size() * sizeof(float));
+    }
+}
+
 void model::run(const float * x, size_t n, double chunk_size_ms, const std::function<void(int64_t)> & before_chunk,
                 const chunk_fn & on_chunk) {
     impl & m = *p_;
     const model_info & I = info_;
     const funasr_frontend_params & fe = I.frontend;
-    const int flen = fe.frame_length, shift = fe.frame_shift, pad = (fe.lfr_m - 1) / 2;
     const int64_t stride = (int64_t) (chunk_size_ms * fe.sample_rate / 1000);
     if (stride <= 0) throw std::invalid_argument("chunk_size_ms must be positive");
     const int64_t n_chunks = (int64_t) n / stride + 1;  // inference(): the last, shorter one is final
     const int64_t F = n_frames(n);
     const int C = (I.lorder - 1) * I.lstride;  // left memory per layer (the streaming cache)
-    const int64_t P = m.proj_w;
-    std::vector<std::vector<float>> memory(I.fsmn_layers, std::vector<float>((size_t) C * P, 0.0f));
+    std::vector<std::vector<float>> memory(I.fsmn_layers, std::vector<float>((size_t) C * m.proj_w, 0.0f));
 
-    std::vector<float> local, feats, post, db;
+    std::vector<float> feats, post, db;
     int64_t done = 0;  // frames emitted so far
     for (int64_t i = 0; i < n_chunks; ++i) {
         if (before_chunk) before_chunk(i);
         const bool final = i == n_chunks - 1;
-        // WavFrontendOnline emits an LFR frame once its whole window has arrived: all frames so far
-        // but the last lfr_m - 1 - pad, and at the end all of them (the window padded by the last frame)
-        const int64_t end = final ? F : std::max(done, fbank_frames((size_t) ((i + 1) * stride), flen, shift) + pad - (fe.lfr_m - 1));
+        const int64_t end = chunk_end(fe, i, stride, final, done, F);
         const int64_t T = end - done;
         if (T <= 0) continue;
-
-        // features of frames [done, end): the frontend over the samples of fbank frames
-        // [done - pad, end + pad), clamped as the whole signal's LFR clamps
-        const int64_t s0 = std::max<int64_t>(done - pad, 0), s1 = std::min<int64_t>(end + pad, F);
-        const size_t a = (size_t) s0 * shift, b = (size_t) (s1 - 1) * shift + flen;
-        m.frontend->compute(x + a, b - a, local);
-        feats.assign((size_t) T * m.in_w, 0.0f);  // rows padded to the prepared input width
-        for (int64_t t = 0; t < T; ++t) {
-            std::copy_n(local.begin() + (size_t) (done - s0 + t) * I.input_dim, I.input_dim, feats.begin() + (size_t) t * m.in_w);
-        }
-
-        // decibels: ComputeDecibel, 10 log10(sum of squares + 1e-6) of each frame's raw samples
-        db.resize((size_t) T);
-        for (int64_t t = 0; t < T; ++t) {
-            const float * s = x + (size_t) (done + t) * shift;
-            double acc = 0;
-            for (int k = 0; k < flen; ++k) acc += (double) s[k] * s[k];
-            db[t] = (float) (10.0 * std::log10((double) ((float) acc + 1e-6f)));
-        }
-
-        // the network
-        const size_t meta = ggml_tensor_overhead() * 1024 + ggml_graph_overhead();
-        ggml_init_params ip{meta, nullptr, true};
-        ggml_context * ctx = ggml_init(ip);
-        ggml_cgraph * gf = ggml_new_graph(ctx);
-        ggml_tensor * inp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, m.in_w, T);
-        ggml_set_name(inp, "feats");
-        ggml_set_input(inp);
-        ggml_tensor * h = ggml_add(ctx, ggml_mul_mat(ctx, m.in1_w, inp), m.in1_b);
-        h = ggml_relu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, m.in2_w, h), m.in2_b));
-        std::vector<ggml_tensor *> mem_in, mem_out;
-        for (int l = 0; l < I.fsmn_layers; ++l) {
-            const impl::layer & L = m.layers[l];
-            ggml_tensor * x1 = ggml_mul_mat(ctx, L.lin, h);  // [proj, T]
-            ggml_tensor * mem = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, P, C);
-            ggml_set_input(mem);
-            mem_in.push_back(mem);
-            ggml_tensor * xc = ggml_concat(ctx, mem, x1, 1);  // [proj, C + T]: the left memory, then the chunk
-            // FSMNBlock: x + the depthwise left conv (lorder taps, dilation lstride) + the right one
-            ggml_tensor * y = ggml_add(ctx, x1, depthwise_conv(ctx, xc, L.left, I.lstride));
-            if (L.right) {  // y_right[t] = sum_k w[k] x[t + (k + 1) rstride], zeros past the chunk (as upstream)
-                ggml_tensor * xr = ggml_pad(ctx, x1, 0, I.rorder * I.rstride, 0, 0);
-                xr = ggml_view_2d(ctx, xr, P, T + (int64_t) (I.rorder - 1) * I.rstride, xr->nb[1], (size_t) I.rstride * xr->nb[1]);
-                y = ggml_add(ctx, y, depthwise_conv(ctx, xr, L.right, I.rstride));
-            }
-            ggml_tensor * next = ggml_cont(ctx, ggml_view_2d(ctx, xc, P, C, xc->nb[1], (size_t) T * xc->nb[1]));
-            ggml_set_output(next);
-            mem_out.push_back(next);
-            ggml_build_forward_expand(gf, next);
-            h = ggml_relu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.aff_w, y), L.aff_b));
-        }
-        h = ggml_add(ctx, ggml_mul_mat(ctx, m.out1_w, h), m.out1_b);
-        h = ggml_add(ctx, ggml_mul_mat(ctx, m.out2_w, h), m.out2_b);
-        if (I.use_softmax) h = ggml_soft_max(ctx, h);
-        ggml_set_name(h, "posteriors");
-        ggml_set_output(h);
-        ggml_build_forward_expand(gf, h);
-
-        if (!ggml_gallocr_alloc_graph(m.galloc, gf)) {
-            ggml_free(ctx);
-            throw std::runtime_error("FSMN-VAD: cannot allocate the compute buffer");
-        }
-        ggml_backend_tensor_set(inp, feats.data(), 0, feats.size() * sizeof(float));
-        for (int l = 0; l < I.fsmn_layers; ++l) {
-            ggml_backend_tensor_set(mem_in[l], memory[l].data(), 0, memory[l].size() * sizeof(float));
-        }
-        const ggml_status st = ggml_backend_graph_compute(m.backend, gf);
-        if (st != GGML_STATUS_SUCCESS) {
-            ggml_free(ctx);
-            throw std::runtime_error("FSMN-VAD: graph compute failed");
-        }
-        post.resize((size_t) T * I.output_dim);
-        ggml_backend_tensor_get(h, post.data(), 0, post.size() * sizeof(float));
-        for (int l = 0; l < I.fsmn_layers; ++l) {
-            ggml_backend_tensor_get(mem_out[l], memory[l].data(), 0, memory[l].size() * sizeof(float));
-        }
-        ggml_free(ctx);
-
+        m.chunk_features(x, done, end, F, I, feats);
+        decibels(x, done, T, fe, db);
+        m.forward(feats, T, I, memory, post);
         on_chunk(done, T, post.data(), db.data(), final);
         done = end;
     }

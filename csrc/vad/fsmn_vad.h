@@ -1,10 +1,11 @@
 // FSMN-VAD, following funasr 1.4.16 funasr/models/fsmn_vad_streaming/ (encoder.py: FSMN;
 // model.py: FsmnVADStreaming.inference and its decision logic) and WavFrontendOnline
 // (funasr/frontends/wav_frontend.py). The network runs as a ggml graph on the CPU backend, straight
-// from its own GGUF (converters/vad_gguf.py): it is not an LLM input, so mtmd has no part in it.
+// from its own GGUF (python/funasr_cpp/converters/vad_gguf.py): it is not an LLM input, so mtmd has
+// no part in it.
 #pragma once
 
-#include "model/funasr.h"
+#include "frontend/frontend.h"
 
 #include <cstdint>
 #include <functional>
