@@ -181,15 +181,9 @@ def _key_map(d: Dims, tensors: dict, tied: bool) -> dict:
     return out
 
 
-def open_hf_release(path: Path) -> Release:
-    where = path / "config.json"
-    cfg = load_json(where)
-    if cfg.get("model_type") != "fun_asr_nano":
-        raise ReleaseError(f"{where}: model_type {cfg.get('model_type')!r}, expected 'fun_asr_nano' "
-                           "(a Transformers Fun-ASR-Nano folder such as FunAudioLLM/Fun-ASR-Nano-2512-hf)")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing (the Qwen tokenizer of the -hf folder)")
+def _read_configs(cfg: dict, path: Path, where: Path) -> tuple[Dims, AudioParams, dict]:
+    """Dimensions, audio settings and the Qwen3 text_config from config.json and (when present)
+    preprocessor_config.json, over transformers' defaults; what this runtime cannot run is refused."""
     audio_cfg = _sub(cfg, "audio_config", ENCODER_DEFAULTS, where)
     text = _text_config(cfg, where)
     adp_cfg = _sub(cfg, "adaptor_config", {**ADAPTOR_DEFAULTS, "hidden_size": text["hidden_size"],
@@ -223,6 +217,20 @@ def open_hf_release(path: Path) -> Release:
                         encoder_eps=float(audio_cfg["layer_norm_eps"]),
                         adaptor_heads=int(adp_cfg["num_attention_heads"]), adaptor_eps=float(adp_cfg["layer_norm_eps"]),
                         use_low_frame_rate=False)
+    return dims, audio, text
+
+
+def open_hf_release(path: Path) -> Release:
+    """Open and fully check a Transformers -hf folder (no tensor data is read)."""
+    where = path / "config.json"
+    cfg = load_json(where)
+    if cfg.get("model_type") != "fun_asr_nano":
+        raise ReleaseError(f"{where}: model_type {cfg.get('model_type')!r}, expected 'fun_asr_nano' "
+                           "(a Transformers Fun-ASR-Nano folder such as FunAudioLLM/Fun-ASR-Nano-2512-hf)")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path / name} is missing (the Qwen tokenizer of the -hf folder)")
+    dims, audio, text = _read_configs(cfg, path, where)
 
     closers: list = []
     try:

@@ -131,63 +131,87 @@ def write_mmproj_gguf(release: Release, path: Path, type_name: str = "f16", prog
         w.add_type(gguf.GGUFType.MMPROJ)
         w.add_name(release.path.name)
         w.add_file_type(FILE_TYPES[type_name])
-        w.add_bool(keys.KEY_CLIP_HAS_VISION, False)
-        w.add_bool(keys.KEY_CLIP_HAS_AUDIO, True)
-        w.add_string(keys.KEY_CLIP_PROJ_TYPE, keys.PROJECTOR_FUNASR)
-        # the nine keys clip.cpp requires for an audio encoder (values of the SAN-M encoder)
-        w.add_uint32(keys.KEY_CLIP_A_EMBD, d.enc)
-        w.add_uint32(keys.KEY_CLIP_A_HEAD_COUNT, d.enc_heads)
-        w.add_uint32(keys.KEY_CLIP_A_FFN, d.enc_ffn)
-        w.add_uint32(keys.KEY_CLIP_A_BLOCK_COUNT, d.enc_layers)
-        w.add_uint32(keys.KEY_CLIP_A_PROJ_DIM, d.llm)
-        w.add_float32(keys.KEY_CLIP_A_LN_EPS, a.encoder_eps)
-        w.add_uint32(keys.KEY_CLIP_A_N_MEL_BINS, a.n_mels)
-        w.add_uint32(keys.KEY_CLIP_A_CONV_KERNEL, d.kernel)
-        # where the weights came from (`funasr-cpp info` shows it)
-        w.add_string(keys.KEY_SOURCE_LAYOUT, release.layout)
-        w.add_string(keys.KEY_SOURCE_VARIANT, release.variant)
-        w.add_string(keys.KEY_SOURCE_RELEASE, release.known_release)
-        w.add_string(keys.KEY_SOURCE_FILES, " ".join(f"{name}:{sha}" for name, sha in release.sources))
-        # frontend (WavFrontend: Kaldi fbank + LFR); preemphasis and the mel range are Kaldi's
-        # defaults, which WavFrontend never changes
-        w.add_uint32(keys.KEY_FE_SAMPLE_RATE, a.sample_rate)
-        w.add_string(keys.KEY_FE_WINDOW, a.window)
-        w.add_float32(keys.KEY_FE_FRAME_LENGTH_MS, a.frame_length_ms)
-        w.add_float32(keys.KEY_FE_FRAME_SHIFT_MS, a.frame_shift_ms)
-        w.add_uint32(keys.KEY_FE_LFR_M, a.lfr_m)
-        w.add_uint32(keys.KEY_FE_LFR_N, a.lfr_n)
-        w.add_float32(keys.KEY_FE_PREEMPHASIS, 0.97)
-        w.add_float32(keys.KEY_FE_LOW_FREQ, 20.0)
-        w.add_float32(keys.KEY_FE_HIGH_FREQ, 0.0)        # 0 = Nyquist
-        w.add_bool(keys.KEY_FE_SNIP_EDGES, a.snip_edges)
-        w.add_float32(keys.KEY_FE_INPUT_SCALE, a.input_scale)
-        if cmvn is not None:
-            w.add_array(keys.KEY_FE_CMVN_SHIFT, cmvn[0].tolist())
-            w.add_array(keys.KEY_FE_CMVN_SCALE, cmvn[1].tolist())
-        # encoder
-        w.add_uint32(keys.KEY_ENC_NUM_BLOCKS, d.enc_blocks)
-        w.add_uint32(keys.KEY_ENC_TP_BLOCKS, d.enc_tp_blocks)
-        w.add_uint32(keys.KEY_ENC_SANM_SHIFT, max(d.sanm_shift, 0))  # upstream ignores a negative shift
-        w.add_float32(keys.KEY_ENC_INPUT_SCALE, math.sqrt(d.enc))
-        # adaptor; with use_low_frame_rate only the first fake_token_len(T) output rows are kept:
-        # o1 = 1 + (T-1)//2; o2 = 1 + (o1-1)//2; fake_token_len = (o2-1)//2 + 1 (T = LFR frames)
-        w.add_uint32(keys.KEY_ADP_BLOCK_COUNT, d.adp_layers)
-        w.add_uint32(keys.KEY_ADP_HEAD_COUNT, a.adaptor_heads)
-        w.add_float32(keys.KEY_ADP_LN_EPS, a.adaptor_eps)
-        w.add_uint32(keys.KEY_ADP_DOWNSAMPLE, d.adp_downsample)
-        w.add_bool(keys.KEY_ADP_LOW_FRAME_RATE, a.use_low_frame_rate)
-        # CTC branch: "complete" (tensors below), "incomplete" or "absent" (left out, no timestamps)
-        w.add_string(keys.KEY_CTC_STATUS, release.ctc.status)
-        w.add_uint32(keys.KEY_CTC_MISSING, release.ctc.n_missing)
-        if release.has_ctc:
-            w.add_uint32(keys.KEY_CTC_BLOCK_COUNT, d.ctc_layers)
-            w.add_uint32(keys.KEY_CTC_HEAD_COUNT, d.ctc_heads)
-            w.add_float32(keys.KEY_CTC_LN_EPS, a.adaptor_eps)
-            w.add_uint32(keys.KEY_CTC_DOWNSAMPLE, d.ctc_downsample)
-            w.add_uint32(keys.KEY_CTC_VOCAB_SIZE, d.ctc_vocab)
-            w.add_uint32(keys.KEY_CTC_BLANK_ID, int((release.config.get("ctc_conf") or {}).get("blank_id",
-                                                                                         d.ctc_vocab - 1)))
-            if ctc_tokens is not None:
-                w.add_array(keys.KEY_CTC_TIKTOKEN_RANKS, ctc_tokens)
+        _add_clip_keys(w, release)
+        _add_source_keys(w, release)
+        _add_frontend_keys(w, release, cmvn)
+        _add_encoder_and_adaptor_keys(w, release)
+        _add_ctc_keys(w, release, ctc_tokens)
 
     return write_gguf(path, keys.ARCH_CLIP, metadata, tensors, label="mmproj", progress=progress)
+
+
+def _add_clip_keys(w: gguf.GGUFWriter, release: Release) -> None:
+    """The projector, and the nine keys clip.cpp requires for an audio encoder (values of the SAN-M encoder)."""
+    d, a = release.dims, release.audio
+    w.add_bool(keys.KEY_CLIP_HAS_VISION, False)
+    w.add_bool(keys.KEY_CLIP_HAS_AUDIO, True)
+    w.add_string(keys.KEY_CLIP_PROJ_TYPE, keys.PROJECTOR_FUNASR)
+    w.add_uint32(keys.KEY_CLIP_A_EMBD, d.enc)
+    w.add_uint32(keys.KEY_CLIP_A_HEAD_COUNT, d.enc_heads)
+    w.add_uint32(keys.KEY_CLIP_A_FFN, d.enc_ffn)
+    w.add_uint32(keys.KEY_CLIP_A_BLOCK_COUNT, d.enc_layers)
+    w.add_uint32(keys.KEY_CLIP_A_PROJ_DIM, d.llm)
+    w.add_float32(keys.KEY_CLIP_A_LN_EPS, a.encoder_eps)
+    w.add_uint32(keys.KEY_CLIP_A_N_MEL_BINS, a.n_mels)
+    w.add_uint32(keys.KEY_CLIP_A_CONV_KERNEL, d.kernel)
+
+
+def _add_source_keys(w: gguf.GGUFWriter, release: Release) -> None:
+    """Where the weights came from (`funasr-cpp info` shows it)."""
+    w.add_string(keys.KEY_SOURCE_LAYOUT, release.layout)
+    w.add_string(keys.KEY_SOURCE_VARIANT, release.variant)
+    w.add_string(keys.KEY_SOURCE_RELEASE, release.known_release)
+    w.add_string(keys.KEY_SOURCE_FILES, " ".join(f"{name}:{sha}" for name, sha in release.sources))
+
+
+def _add_frontend_keys(w: gguf.GGUFWriter, release: Release, cmvn) -> None:
+    """WavFrontend (Kaldi fbank + LFR); preemphasis and the mel range are Kaldi's defaults, which
+    WavFrontend never changes."""
+    a = release.audio
+    w.add_uint32(keys.KEY_FE_SAMPLE_RATE, a.sample_rate)
+    w.add_string(keys.KEY_FE_WINDOW, a.window)
+    w.add_float32(keys.KEY_FE_FRAME_LENGTH_MS, a.frame_length_ms)
+    w.add_float32(keys.KEY_FE_FRAME_SHIFT_MS, a.frame_shift_ms)
+    w.add_uint32(keys.KEY_FE_LFR_M, a.lfr_m)
+    w.add_uint32(keys.KEY_FE_LFR_N, a.lfr_n)
+    w.add_float32(keys.KEY_FE_PREEMPHASIS, 0.97)
+    w.add_float32(keys.KEY_FE_LOW_FREQ, 20.0)
+    w.add_float32(keys.KEY_FE_HIGH_FREQ, 0.0)        # 0 = Nyquist
+    w.add_bool(keys.KEY_FE_SNIP_EDGES, a.snip_edges)
+    w.add_float32(keys.KEY_FE_INPUT_SCALE, a.input_scale)
+    if cmvn is not None:
+        w.add_array(keys.KEY_FE_CMVN_SHIFT, cmvn[0].tolist())
+        w.add_array(keys.KEY_FE_CMVN_SCALE, cmvn[1].tolist())
+
+
+def _add_encoder_and_adaptor_keys(w: gguf.GGUFWriter, release: Release) -> None:
+    d, a = release.dims, release.audio
+    w.add_uint32(keys.KEY_ENC_NUM_BLOCKS, d.enc_blocks)
+    w.add_uint32(keys.KEY_ENC_TP_BLOCKS, d.enc_tp_blocks)
+    w.add_uint32(keys.KEY_ENC_SANM_SHIFT, max(d.sanm_shift, 0))  # upstream ignores a negative shift
+    w.add_float32(keys.KEY_ENC_INPUT_SCALE, math.sqrt(d.enc))
+    # with use_low_frame_rate only the first fake_token_len(T) adaptor rows are kept:
+    # o1 = 1 + (T-1)//2; o2 = 1 + (o1-1)//2; fake_token_len = (o2-1)//2 + 1 (T = LFR frames)
+    w.add_uint32(keys.KEY_ADP_BLOCK_COUNT, d.adp_layers)
+    w.add_uint32(keys.KEY_ADP_HEAD_COUNT, a.adaptor_heads)
+    w.add_float32(keys.KEY_ADP_LN_EPS, a.adaptor_eps)
+    w.add_uint32(keys.KEY_ADP_DOWNSAMPLE, d.adp_downsample)
+    w.add_bool(keys.KEY_ADP_LOW_FRAME_RATE, a.use_low_frame_rate)
+
+
+def _add_ctc_keys(w: gguf.GGUFWriter, release: Release, ctc_tokens: list[str] | None) -> None:
+    """The CTC branch: "complete" (its sizes and tokens follow), "incomplete" or "absent" (left out:
+    no timestamps)."""
+    d, a = release.dims, release.audio
+    w.add_string(keys.KEY_CTC_STATUS, release.ctc.status)
+    w.add_uint32(keys.KEY_CTC_MISSING, release.ctc.n_missing)
+    if not release.has_ctc:
+        return
+    w.add_uint32(keys.KEY_CTC_BLOCK_COUNT, d.ctc_layers)
+    w.add_uint32(keys.KEY_CTC_HEAD_COUNT, d.ctc_heads)
+    w.add_float32(keys.KEY_CTC_LN_EPS, a.adaptor_eps)
+    w.add_uint32(keys.KEY_CTC_DOWNSAMPLE, d.ctc_downsample)
+    w.add_uint32(keys.KEY_CTC_VOCAB_SIZE, d.ctc_vocab)
+    w.add_uint32(keys.KEY_CTC_BLANK_ID, int((release.config.get("ctc_conf") or {}).get("blank_id", d.ctc_vocab - 1)))
+    if ctc_tokens is not None:
+        w.add_array(keys.KEY_CTC_TIKTOKEN_RANKS, ctc_tokens)

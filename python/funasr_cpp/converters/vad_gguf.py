@@ -156,7 +156,25 @@ def open_vad_release(model_dir) -> VadRelease:
     if cfg.get("frontend") not in ("WavFrontendOnline", "WavFrontend"):
         raise ReleaseError(f"{where}: frontend is {cfg.get('frontend')!r}, expected 'WavFrontendOnline'")
     ec, fc, mc = (config_section(cfg, k, where) for k in ("encoder_conf", "frontend_conf", "model_conf"))
+    enc = _encoder(ec, where)
+    fe = _frontend(fc, enc, where)
+    opts = _options(mc, where)
+    if opts["frame_in_ms"] != fe["frame_shift"] or opts["frame_length_ms"] != fe["frame_length"]:
+        raise ReleaseError(f"{where}: model_conf.frame_in_ms / frame_length_ms ({opts['frame_in_ms']:g} / "
+                           f"{opts['frame_length_ms']:g}) differ from frontend_conf.frame_shift / frame_length "
+                           f"({fe['frame_shift']} / {fe['frame_length']}): upstream fails on such a config")
+    if opts["sample_rate"] != fe["fs"]:
+        raise ReleaseError(f"{where}: model_conf.sample_rate differs from frontend_conf.fs")
+    if max(opts["sil_pdf_ids"]) >= enc["output_dim"]:
+        raise ReleaseError(f"{where}: model_conf.sil_pdf_ids has an id beyond the {enc['output_dim']} pdfs")
+    cmvn = _cmvn(fe, enc, path)
+    archive, tensors, sources = _weights(path, enc)
+    return VadRelease(path=path, config=cfg, encoder=enc, frontend=fe, options=opts, cmvn=cmvn, tensors=tensors,
+                      sources=sources, _archive=archive)
 
+
+def _encoder(ec: dict, where: Path) -> dict:
+    """encoder_conf: every ENCODER_KEYS field, as integers this runtime runs, and use_softmax."""
     enc = {}
     for k in ENCODER_KEYS:
         if k not in ec:
@@ -170,7 +188,11 @@ def open_vad_release(model_dir) -> VadRelease:
     if enc["rorder"] > 0:
         _int(enc["rstride"], "encoder_conf.rstride", where, 1)
     enc["use_softmax"] = bool(ec.get("use_softmax", True))
+    return enc
 
+
+def _frontend(fc: dict, enc: dict, where: Path) -> dict:
+    """frontend_conf over WavFrontendOnline's defaults; values upstream would run differently are refused."""
     fe = {"fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10, "lfr_m": 1,
           "lfr_n": 1, "dither": 1.0, "snip_edges": True, "upsacle_samples": True}
     fe.update(fc)
@@ -189,50 +211,48 @@ def open_vad_release(model_dir) -> VadRelease:
     if enc["input_dim"] != fe["n_mels"] * fe["lfr_m"]:
         raise ReleaseError(f"{where}: encoder_conf.input_dim = {enc['input_dim']} but the frontend gives "
                            f"{fe['n_mels']} x {fe['lfr_m']} features")
+    return fe
 
-    opts = _options(mc, where)
-    if opts["frame_in_ms"] != fe["frame_shift"] or opts["frame_length_ms"] != fe["frame_length"]:
-        raise ReleaseError(f"{where}: model_conf.frame_in_ms / frame_length_ms ({opts['frame_in_ms']:g} / "
-                           f"{opts['frame_length_ms']:g}) differ from frontend_conf.frame_shift / frame_length "
-                           f"({fe['frame_shift']} / {fe['frame_length']}): upstream fails on such a config")
-    if opts["sample_rate"] != fe["fs"]:
-        raise ReleaseError(f"{where}: model_conf.sample_rate differs from frontend_conf.fs")
-    if max(opts["sil_pdf_ids"]) >= enc["output_dim"]:
-        raise ReleaseError(f"{where}: model_conf.sil_pdf_ids has an id beyond the {enc['output_dim']} pdfs")
 
+def _cmvn(fe: dict, enc: dict, path: Path) -> tuple | None:
+    """frontend_conf.cmvn_file, else an am.mvn beside the model; None when neither is there."""
     cmvn_path = fe.get("cmvn_file")
     cmvn_path = Path(cmvn_path) if cmvn_path else path / "am.mvn"
     if not cmvn_path.is_absolute():
         cmvn_path = path / cmvn_path
-    cmvn = None
     if cmvn_path.is_file():
         cmvn = load_cmvn(cmvn_path)
         if cmvn[0].shape[0] != enc["input_dim"]:
             raise ReleaseError(f"{cmvn_path}: CMVN has {cmvn[0].shape[0]} dims, the features have {enc['input_dim']}")
-    elif fe.get("cmvn_file"):
+        return cmvn
+    if fe.get("cmvn_file"):
         raise FileNotFoundError(f"config.yaml frontend_conf.cmvn_file points to a missing file: {cmvn_path}")
+    return None
 
-    archive = TorchZip(path / "model.pt")
+
+def _weights(path: Path, enc: dict) -> tuple[TorchZip, dict, list]:
+    """model.pt opened (the archive stays open for the tensors) and checked against expected_tensors."""
+    model_pt = path / "model.pt"
+    archive = TorchZip(model_pt)
     try:
-        tensors = unwrap_state_dict(archive.load(), path / "model.pt")
+        tensors = unwrap_state_dict(archive.load(), model_pt)
         expected = expected_tensors(enc)
         for k, (shape, _) in expected.items():
             t = tensors.get(k)
             if t is None:
-                raise ReleaseError(f"{path / 'model.pt'}: missing tensor {k} (expected by config.yaml)")
+                raise ReleaseError(f"{model_pt}: missing tensor {k} (expected by config.yaml)")
             if tuple(t.shape) != shape:
-                raise ReleaseError(f"{path / 'model.pt'}: tensor {k} has shape {list(t.shape)}, config.yaml "
+                raise ReleaseError(f"{model_pt}: tensor {k} has shape {list(t.shape)}, config.yaml "
                                    f"implies {list(shape)}")
         unknown = [k for k in tensors if k not in expected]
         if unknown:
             hint = " (is this an ASR checkpoint?)" if any(k.startswith(("audio_encoder.", "llm.")) for k in unknown) else ""
-            raise ReleaseError(f"{path / 'model.pt'}: unexpected tensor {unknown[0]}{hint}")
-        sources = [("model.pt", sha256_file(path / "model.pt"))]
+            raise ReleaseError(f"{model_pt}: unexpected tensor {unknown[0]}{hint}")
+        sources = [("model.pt", sha256_file(model_pt))]
     except Exception:
         archive.close()
         raise
-    return VadRelease(path=path, config=cfg, encoder=enc, frontend=fe, options=opts, cmvn=cmvn, tensors=tensors,
-                      sources=sources, _archive=archive)
+    return archive, tensors, sources
 
 
 def expected_tensors(enc: dict) -> dict[str, tuple[tuple, str]]:
