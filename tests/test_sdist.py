@@ -30,9 +30,9 @@ pytestmark = [
 def test_sdist_holds_the_sources_not_llama_cpp():
     with tarfile.open(SDIST) as t:
         names = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]
-    for need in ("CMakeLists.txt", "pyproject.toml", "csrc/funasr_graph.cpp", "csrc/py_core.cpp",
+    for need in ("CMakeLists.txt", "pyproject.toml", "csrc/model/funasr_graph.cpp", "csrc/python/module.cpp",
                  "third_party/llama_cpp_source.py", "third_party/patches/0001-funasr-projector.patch",
-                 "python/funasr_cpp/__init__.py", "converters/convert.py", "cmake/amx_probe.c"):
+                 "python/funasr_cpp/__init__.py", "python/funasr_cpp/converters/convert.py", "cmake/amx_probe.c"):
         assert need in names, f"{need} is not in the sdist"
     assert not any(n.startswith(("build/", ".venv")) or "/ggml/src/" in n for n in names)
 

@@ -219,13 +219,13 @@ def test_parity_tests_pass_with_a_lower_variant_pinned(wheel_env, variant, tmp_p
 
 
 def test_a_pin_this_build_cannot_honour_is_a_clear_error(wheel_env, tmp_path):
-    out = run_in(wheel_env, "-c", "import funasr_cpp", cwd=tmp_path, extra_env={"FUNASR_CPU_VARIANT": "pentium"})
+    out = run_in(wheel_env, "-c", "import funasr_cpp; funasr_cpp.system_info()", cwd=tmp_path, extra_env={"FUNASR_CPU_VARIANT": "pentium"})
     assert out.returncode != 0
     assert "FUNASR_CPU_VARIANT=pentium: no such ggml CPU variant; this build has: " in out.stderr
     assert "haswell" in out.stderr
     unsupported = [v for v, s in expected_scores().items() if s == 0]
     if unsupported:  # a variant this CPU cannot run
-        out = run_in(wheel_env, "-c", "import funasr_cpp", cwd=tmp_path,
+        out = run_in(wheel_env, "-c", "import funasr_cpp; funasr_cpp.system_info()", cwd=tmp_path,
                      extra_env={"FUNASR_CPU_VARIANT": unsupported[0]})
         assert out.returncode != 0
         assert f"FUNASR_CPU_VARIANT={unsupported[0]}: this CPU lacks an instruction set" in out.stderr
