@@ -322,6 +322,7 @@ NOBODY = 65534
 
 DROP_PRIVILEGES_AND_QUANTIZE = f"""
 import os, funasr_cpp
+funasr_cpp.quantize  # the native library loads on first use: before the privileges go
 os.setgid({NOBODY}); os.setuid({NOBODY})
 try:
     funasr_cpp.quantize("src.gguf", "ro/out.gguf", "q8_0")

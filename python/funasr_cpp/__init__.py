@@ -18,8 +18,8 @@ _EXPORTS = {
     "SystemInfo": "._system", "model_info": "._system", "system_info": "._system",
     "quantize": ".llm",
     "Model": ".model", "transcribe": ".model",
-    "Segment": ".types", "Timings": ".types", "Transcription": ".types",
-    "TranscribeOptions": ".options",
+    "Segment": ".types", "Timings": ".types", "Transcription": ".types", "Word": ".types",
+    "LoadOptions": ".options", "TranscribeOptions": ".options",
     "FsmnVad": ".vad", "VadOptions": ".vad",
 }
 
@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from ._system import SystemInfo, model_info, system_info
     from .llm import quantize
     from .model import Model, transcribe
-    from .options import TranscribeOptions
-    from .types import Segment, Timings, Transcription
+    from .options import LoadOptions, TranscribeOptions
+    from .types import Segment, Timings, Transcription, Word
     from .vad import FsmnVad, VadOptions
 
 
