@@ -218,15 +218,18 @@ def decode_batch(spec: dict) -> dict:
     import soundfile as sf
 
     from funasr_cpp import _core
+    from funasr_cpp.options import LoadOptions, TranscribeOptions
     from funasr_cpp.prompt import build_prompt
 
     x, _ = sf.read(spec["audio"], dtype="float32")
     out = {}
     for b in spec["batch"]:
-        m = _core.AsrModel(spec["llm"], spec["mmproj"], n_threads=spec["threads"], n_parallel=b)
+        load = LoadOptions(n_threads=spec["threads"], n_parallel=b)
+        m = _core.AsrModel(spec["llm"], spec["mmproj"], **load.engine_kwargs())
         rates = []
         for run in range(spec["runs"] + 1):
-            jobs = [m.submit(x, build_prompt(), max_new_tokens=spec["tokens"], ignore_eos=True) for _ in range(b)]
+            jobs = [m.submit(x, build_prompt(), max_new_tokens=spec["tokens"], draft_max=TranscribeOptions().draft_max,
+                             ignore_eos=True) for _ in range(b)]
             gens = [j.result() for j in jobs]
             assert all(g.max_batch == b for g in gens)
             if run:  # the first run warms up

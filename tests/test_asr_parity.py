@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
+from fixtures.engine import AsrModel
 from fixtures.speech import wav16k_samples
 from fixtures.upstream import MAX_TOKENS, OPTIONS
-from funasr_cpp import _core
 from funasr_cpp.prompt import MEDIA_MARKER, build_prompt, postprocess
 
 
@@ -24,7 +24,7 @@ def setup(soft_release, soft_gguf, speech, speech_wavs):
 @pytest.fixture(scope="module")
 def asr(setup):
     # one thread: the 2-core CI machine also runs torch; ggml spin barriers crawl when oversubscribed
-    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1, kv_type="f32", flash_attn="off") as m:
+    with AsrModel(setup["llm"], setup["mmproj"], n_threads=1, kv_type="f32", flash_attn="off") as m:
         yield m
 
 
@@ -77,7 +77,7 @@ def test_ignore_eos_generates_the_whole_budget(plain_gguf):
     # the default (unsoftened) tiny model ends its answer early on some noise inputs
     llm, mmproj = plain_gguf
     n = 64
-    with _core.AsrModel(llm, mmproj, n_threads=1) as m:
+    with AsrModel(llm, mmproj, n_threads=1) as m:
         eog = np.array([m.is_eog(i) for i in range(m.n_vocab)])
         rng = np.random.default_rng(0)
         stopped_early = 0
@@ -96,7 +96,7 @@ def test_ignore_eos_generates_the_whole_budget(plain_gguf):
 
 def test_prompt_prefix_kept_in_the_kv_cache(setup):
     x, y = setup["samples"]["speech-zh"], setup["samples"]["speech-en"]
-    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:
+    with AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:
         first = m.generate(x, build_prompt(), max_new_tokens=16, return_logits=True)
         again = m.generate(x, build_prompt(), max_new_tokens=16, return_logits=True)
         other_audio = m.generate(y, build_prompt(), max_new_tokens=16, return_logits=True)
@@ -107,19 +107,19 @@ def test_prompt_prefix_kept_in_the_kv_cache(setup):
     assert again.n_cached_tokens == other_audio.n_cached_tokens == prefix > 0
     assert other_prompt.n_cached_tokens == 0  # another instruction: a fresh prefill
     assert again.tokens == first.tokens and np.array_equal(again.logits, first.logits)
-    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as fresh:
+    with AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as fresh:
         ref = fresh.generate(y, build_prompt(), max_new_tokens=16, return_logits=True)
     assert other_audio.tokens == ref.tokens and np.array_equal(other_audio.logits, ref.logits)
 
 
 def _prefix_ids(setup, prompt):
-    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:
+    with AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:
         return m.tokenize(prompt.split(MEDIA_MARKER)[0])
 
 
 def test_context_is_sized_to_the_input(setup):
     x = setup["samples"]["speech-zh"]
-    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:  # n_ctx=0: automatic
+    with AsrModel(setup["llm"], setup["mmproj"], n_threads=1) as m:  # n_ctx=0: automatic
         assert m.n_ctx == 1024
         m.generate(x, build_prompt(), max_new_tokens=8)
         assert m.n_ctx == 1024
@@ -127,7 +127,7 @@ def test_context_is_sized_to_the_input(setup):
         res = m.generate(x, build_prompt(), max_new_tokens=1100, ignore_eos=True)
         assert m.n_ctx == 2048 and len(res.tokens) == 1100
         assert m.generate(x, build_prompt(), max_new_tokens=8).tokens == res.tokens[:8]
-    with _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1, n_ctx=256) as m:  # a fixed size is kept
+    with AsrModel(setup["llm"], setup["mmproj"], n_threads=1, n_ctx=256) as m:  # a fixed size is kept
         res = m.generate(x, build_prompt(), max_new_tokens=1100, ignore_eos=True)
         assert m.n_ctx == 256 and res.n_prompt_tokens + len(res.tokens) == 256
 
@@ -158,18 +158,18 @@ def test_postprocess():
 
 def test_mismatched_llm_and_mmproj(setup, mmproj_192):
     with pytest.raises(ValueError, match=r"embedding width does not match.*192.*128"):
-        _core.AsrModel(setup["llm"], mmproj_192, n_threads=1)
+        AsrModel(setup["llm"], mmproj_192, n_threads=1)
 
 
 def test_missing_and_invalid_files(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope.gguf"))):
-        _core.AsrModel(tmp_path / "nope.gguf", setup["mmproj"])
+        AsrModel(tmp_path / "nope.gguf", setup["mmproj"])
     with pytest.raises(FileNotFoundError, match="nope-mmproj"):
-        _core.AsrModel(setup["llm"], tmp_path / "nope-mmproj.gguf")
+        AsrModel(setup["llm"], tmp_path / "nope-mmproj.gguf")
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf file")
     with pytest.raises(ValueError, match="junk.gguf"):
-        _core.AsrModel(setup["llm"], junk)
+        AsrModel(setup["llm"], junk)
 
 
 def test_audio_shorter_than_one_frame(asr):
@@ -192,7 +192,7 @@ def test_bad_generate_inputs(asr):
 
 
 def test_close(setup):
-    m = _core.AsrModel(setup["llm"], setup["mmproj"], n_threads=1)
+    m = AsrModel(setup["llm"], setup["mmproj"], n_threads=1)
     m.close()
     m.close()
     assert m.closed

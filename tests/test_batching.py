@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from fixtures.engine import AsrModel
 from fixtures.speech import wav16k_samples
 from fixtures.upstream import OPTIONS
-from funasr_cpp import _core
 from funasr_cpp.prompt import MEDIA_MARKER, build_prompt
 
 N_TOKENS = 24
@@ -40,7 +40,7 @@ def jobs(speech):
 @pytest.fixture(scope="module")
 def sequential(soft_gguf, jobs):
     """Each job alone, with its logits."""
-    with _core.AsrModel(*soft_gguf, n_parallel=1, **EXACT) as m:
+    with AsrModel(*soft_gguf, n_parallel=1, **EXACT) as m:
         return [m.generate(x, p, max_new_tokens=N_TOKENS, return_logits=True) for x, p in jobs]
 
 
@@ -57,7 +57,7 @@ def assert_same_tokens(ours, ref, what):
 
 @pytest.mark.parametrize("n_parallel", [2, 4, 8])
 def test_batch_equals_one_at_a_time(soft_gguf, jobs, sequential, n_parallel):
-    with _core.AsrModel(*soft_gguf, n_parallel=n_parallel, **EXACT) as m:
+    with AsrModel(*soft_gguf, n_parallel=n_parallel, **EXACT) as m:
         handles = [m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True) for x, p in jobs]
         results = [h.result() for h in handles]
     assert max(r.max_batch for r in results) == min(n_parallel, len(jobs))
@@ -76,10 +76,10 @@ def test_ignore_eos_jobs_end_independently(plain_gguf):
     rng = np.random.default_rng(3)
     xs = [(rng.standard_normal(int(rng.integers(800, 20000))) * 0.1).astype(np.float32) for _ in range(6)]
     budgets = [1, 5, 40, 12, 0, 33]
-    with _core.AsrModel(*plain_gguf, n_parallel=1, **EXACT) as m:
+    with AsrModel(*plain_gguf, n_parallel=1, **EXACT) as m:
         alone = [m.generate(x, build_prompt(), max_new_tokens=n, ignore_eos=k % 2 == 0, return_logits=True)
                  for k, (x, n) in enumerate(zip(xs, budgets))]
-    with _core.AsrModel(*plain_gguf, n_parallel=3, **EXACT) as m:
+    with AsrModel(*plain_gguf, n_parallel=3, **EXACT) as m:
         hs = [m.submit(x, build_prompt(), max_new_tokens=n, ignore_eos=k % 2 == 0, return_logits=True)
               for k, (x, n) in enumerate(zip(xs, budgets))]
         together = [h.result() for h in hs]
@@ -92,7 +92,7 @@ def test_ignore_eos_jobs_end_independently(plain_gguf):
 @pytest.mark.parametrize("kind", ["perfect", "useless", "edited"])
 def test_speculative_output_equals_greedy(soft_gguf, jobs, sequential, kind):
     rng = np.random.default_rng(11)
-    with _core.AsrModel(*soft_gguf, n_parallel=4, **EXACT) as m:
+    with AsrModel(*soft_gguf, n_parallel=4, **EXACT) as m:
         drafts = []
         for ref in sequential:
             t = list(ref.tokens)
@@ -122,7 +122,7 @@ def test_speculative_output_equals_greedy(soft_gguf, jobs, sequential, kind):
 
 
 def test_concurrent_callers_are_batched(soft_gguf, jobs, sequential):
-    with _core.AsrModel(*soft_gguf, n_parallel=8, **EXACT) as m:
+    with AsrModel(*soft_gguf, n_parallel=8, **EXACT) as m:
         out = [None] * len(jobs)
         start = threading.Barrier(len(jobs))
 
@@ -142,7 +142,7 @@ def test_concurrent_callers_are_batched(soft_gguf, jobs, sequential):
 
 def test_a_failing_job_fails_alone(soft_gguf, jobs, sequential):
     x, p = jobs[0]
-    with _core.AsrModel(*soft_gguf, n_parallel=4, n_ctx=256, **EXACT) as m:
+    with AsrModel(*soft_gguf, n_parallel=4, n_ctx=256, **EXACT) as m:
         good = m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True)
         too_long = m.submit(np.tile(x, 40), p, max_new_tokens=4)  # its prompt alone exceeds n_ctx
         also_good = m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True)
@@ -155,7 +155,7 @@ def test_a_failing_job_fails_alone(soft_gguf, jobs, sequential):
 def test_a_bad_prompt_queued_behind_others(soft_gguf, jobs, sequential):
     """n_ctx=0 sizes the cache from the queued jobs, reading them ahead: a bad one still gets its own error."""
     x, p = jobs[0]
-    with _core.AsrModel(*soft_gguf, n_parallel=4, **EXACT) as m:
+    with AsrModel(*soft_gguf, n_parallel=4, **EXACT) as m:
         hs = [m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True),
               m.submit(x, p.split(MEDIA_MARKER)[0] + MEDIA_MARKER, max_new_tokens=4),  # nothing after the audio
               m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True)]
@@ -166,7 +166,7 @@ def test_a_bad_prompt_queued_behind_others(soft_gguf, jobs, sequential):
 
 
 def test_cancel(soft_gguf, jobs, sequential):
-    with _core.AsrModel(*soft_gguf, n_parallel=2, **EXACT) as m:
+    with AsrModel(*soft_gguf, n_parallel=2, **EXACT) as m:
         hs = [m.submit(x, p, max_new_tokens=N_TOKENS, return_logits=True) for x, p in jobs[:4]]
         hs[1].cancel()
         del hs[2]  # dropping a job cancels it
@@ -179,7 +179,7 @@ def test_cancel(soft_gguf, jobs, sequential):
 
 def test_close_while_a_batch_runs(plain_gguf):
     x = np.zeros(16000, np.float32)
-    m = _core.AsrModel(*plain_gguf, n_parallel=4, n_threads=1)
+    m = AsrModel(*plain_gguf, n_parallel=4, n_threads=1)
     errors = []
 
     def work():
@@ -203,7 +203,7 @@ def test_close_while_a_batch_runs(plain_gguf):
 
 def test_memory_follows_the_active_jobs(soft_gguf, jobs):
     """n_ctx=0: the cache grows to hold the jobs that run together, never more than they need."""
-    with _core.AsrModel(*soft_gguf, n_parallel=8, n_threads=1) as m:
+    with AsrModel(*soft_gguf, n_parallel=8, n_threads=1) as m:
         assert m.n_ctx == 1024
         hs = [m.submit(x, p, max_new_tokens=400) for x, p in jobs]
         [h.result() for h in hs]
@@ -212,13 +212,13 @@ def test_memory_follows_the_active_jobs(soft_gguf, jobs):
 
 
 def test_bad_submit_arguments(soft_gguf):
-    with _core.AsrModel(*soft_gguf, n_parallel=1, n_threads=1) as m:
+    with AsrModel(*soft_gguf, n_parallel=1, n_threads=1) as m:
         with pytest.raises(ValueError, match="draft_max"):
             m.submit(np.zeros(800, np.float32), build_prompt(), draft_max=-1)
         with pytest.raises(ValueError, match="out of range|vocab"):
             m.submit(np.zeros(800, np.float32), build_prompt(), draft=[m.n_vocab])
     with pytest.raises(ValueError, match="n_parallel"):
-        _core.AsrModel(*soft_gguf, n_parallel=0)
+        AsrModel(*soft_gguf, n_parallel=0)
 
 
 # ---------------------------------------------------------------------------------------- Model

@@ -10,9 +10,10 @@ import json
 import numpy as np
 import pytest
 
+from fixtures.engine import AsrModel
 from fixtures.speech import wav16k_samples, write_wav16k
 from fixtures.upstream import OPTIONS
-from funasr_cpp import Model, _core
+from funasr_cpp import Model
 from funasr_cpp.prompt import build_prompt, postprocess
 from funasr_cpp.timestamps import CtcTokenizer, segment_ctc
 
@@ -45,7 +46,7 @@ def clips(speech, speech_wavs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def asr(ctc_gguf):
-    with _core.AsrModel(*ctc_gguf, n_threads=1, kv_type="f32", flash_attn="off") as m:
+    with AsrModel(*ctc_gguf, n_threads=1, kv_type="f32", flash_attn="off") as m:
         yield m
 
 
@@ -97,7 +98,7 @@ def test_log_probs_equal_upstream_f32(asr, ctc_upstream, clips, clip):
 def test_log_probs_quantized_cosine(ctc_gguf, quantized_mmproj, ctc_upstream, clips, kind):
     wav, samples = clips["speech-zh"]
     ref = ctc_upstream.generate(wav, max_length=N_TOKENS)["ctc_log_probs"]
-    with _core.AsrModel(ctc_gguf[0], quantized_mmproj[kind], n_threads=1) as m:
+    with AsrModel(ctc_gguf[0], quantized_mmproj[kind], n_threads=1) as m:
         gen = m.generate(samples, build_prompt(), max_new_tokens=1, ctc=True)
         ours = m.ctc_log_probs(gen, np.arange(ref.shape[1]))
     print(f"{kind}: cosine {cosine(ours, ref):.6f}, rel.err {rel_err(ours, ref):.2e}")
@@ -216,7 +217,7 @@ def test_checkpoint_without_ctc(soft_gguf, speech_wavs):
         assert res.timings.n_draft_tokens == 0
         with pytest.raises(ValueError, match="no CTC branch"):
             m._asr.submit(np.zeros(16000, np.float32), build_prompt(), ctc=True)
-    with _core.AsrModel(*soft_gguf, n_threads=1) as a:
+    with AsrModel(*soft_gguf, n_threads=1) as a:
         assert not a.has_ctc and a.ctc_vocab_size is None
         gen = a.generate(np.zeros(16000, np.float32), build_prompt(), max_new_tokens=1)
         with pytest.raises(ValueError, match="no CTC branch"):

@@ -6,7 +6,7 @@ import pytest
 
 from fixtures.checkpoint import write_checkpoint
 from fixtures.encoder import features, reference, upstream_fake_token_len
-from funasr_cpp import _core
+from funasr_cpp import _testing
 from funasr_cpp.converters import convert
 
 # (seed, dims override): the default tiny dims, and a second shape (wider encoder, 2 heads of 128,
@@ -43,7 +43,7 @@ def model(request, tmp_path_factory):
 
 def test_token_count_matches_upstream_rule(model):
     _, mmproj = model
-    enc = _core.testing.AudioEncoder(str(mmproj["f32"]), n_threads=2)
+    enc = _testing.AudioEncoder(str(mmproj["f32"]), n_threads=2)
     for t in list(range(1, 80)) + [500, 1000, 2999]:
         assert enc.n_tokens(t) == upstream_fake_token_len(t), t
 
@@ -51,7 +51,7 @@ def test_token_count_matches_upstream_rule(model):
 @pytest.mark.parametrize("flash_attn", ["off", "on"])
 def test_f32_encoder_matches_funasr(model, flash_attn):
     net, mmproj = model
-    enc = _core.testing.AudioEncoder(str(mmproj["f32"]), n_threads=2, flash_attn=flash_attn)
+    enc = _testing.AudioEncoder(str(mmproj["f32"]), n_threads=2, flash_attn=flash_attn)
     worst = 0.0
     for t in FRAME_COUNTS:
         feats = features(t, seed=t)
@@ -69,7 +69,7 @@ def test_f32_encoder_matches_funasr(model, flash_attn):
 @pytest.mark.parametrize("flash_attn", ["off", "on"])
 def test_quantized_encoder_cosine(model, kind, min_cos, flash_attn):
     net, mmproj = model
-    enc = _core.testing.AudioEncoder(str(mmproj[kind]), n_threads=2, flash_attn=flash_attn)
+    enc = _testing.AudioEncoder(str(mmproj[kind]), n_threads=2, flash_attn=flash_attn)
     for t in (9, 101, 500):
         feats = features(t, seed=100 + t)
         ref = reference(net, feats)[: upstream_fake_token_len(t)]
@@ -80,13 +80,13 @@ def test_quantized_encoder_cosine(model, kind, min_cos, flash_attn):
 
 def test_bad_inputs(model, tmp_path):
     _, mmproj = model
-    enc = _core.testing.AudioEncoder(str(mmproj["f32"]), n_threads=1)
+    enc = _testing.AudioEncoder(str(mmproj["f32"]), n_threads=1)
     with pytest.raises(ValueError, match="features must be"):
         enc.encode(np.zeros((5, 80), np.float32))
     with pytest.raises(ValueError, match="no frames"):
         enc.encode(np.zeros((0, 560), np.float32))
     with pytest.raises(FileNotFoundError, match="missing.gguf"):
-        _core.testing.AudioEncoder(str(tmp_path / "missing.gguf"))
+        _testing.AudioEncoder(str(tmp_path / "missing.gguf"))
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(ValueError, match="cannot load the audio encoder"):
-        _core.testing.AudioEncoder(str(tmp_path / "junk.gguf"))
+        _testing.AudioEncoder(str(tmp_path / "junk.gguf"))

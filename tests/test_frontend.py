@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from funasr_cpp import _core
+from funasr_cpp import _testing
 
 SR = 16000
 LOG_EPS = float(np.log(np.finfo(np.float32).eps))  # log floor of an all-zero frame
@@ -70,7 +70,7 @@ def assert_close(ours: np.ndarray, theirs: np.ndarray, tol: float = TOL, tol_dee
 
 def check_parity(ref, x: np.ndarray) -> float:
     """Shapes equal (frame counts exactly) and assert_close against funasr."""
-    ours = _core.testing.frontend_features(x)
+    ours = _testing.frontend_features(x)
     theirs = ref(x)
     assert ours.dtype == np.float32
     assert ours.shape == theirs.shape == (n_lfr(len(x)), 560)
@@ -149,7 +149,7 @@ def test_signal_parity(funasr_ref, name, make):
 
 def test_silence(funasr_ref):
     x = np.zeros(SR, dtype=np.float32)
-    ours = _core.testing.frontend_features(x)
+    ours = _testing.frontend_features(x)
     assert ours.shape == (n_lfr(SR), 560)
     np.testing.assert_array_equal(ours, np.float32(LOG_EPS))
     check_parity(funasr_ref, x)
@@ -164,7 +164,7 @@ def test_accuracy_vs_float64(name, make):
     # our only float32 steps are the frame preparation (as in Kaldi) and the output: close to an exact
     # fbank also in the bands 80-100 dB below the frame peak, where float32-FFT fbanks are off by ~3e-3
     x = make()
-    assert_close(_core.testing.frontend_features(x), fbank_lfr_float64(x), tol=1e-4, tol_deep=2e-3)
+    assert_close(_testing.frontend_features(x), fbank_lfr_float64(x), tol=1e-4, tol_deep=2e-3)
 
 
 # ----------------------------------------------------------------------------- lengths, frame counts, LFR edges
@@ -192,16 +192,16 @@ def test_shorter_than_one_frame(n):
     # funasr shrinks the window to the whole input (frame_length = min(25 ms, N / 16)) and returns one
     # LFR row (or raises for tiny N); we follow the official C++ runtime and return no frame at all
     x = np.full(n, 0.1, dtype=np.float32)
-    assert _core.testing.frontend_features(x).shape == (0, 560)
-    assert _core.testing.frontend_mtmd_chunks(x) == []
+    assert _testing.frontend_features(x).shape == (0, 560)
+    assert _testing.frontend_mtmd_chunks(x) == []
 
 
 def test_one_frame(funasr_ref):
     x = (np.random.default_rng(7).standard_normal(400) * 0.3).astype(np.float32)
-    assert _core.testing.frontend_features(x).shape == (1, 560)
+    assert _testing.frontend_features(x).shape == (1, 560)
     check_parity(funasr_ref, x)
     # one fbank frame: all 7 sub-frames of the single LFR row are that frame
-    f = _core.testing.frontend_features(x).reshape(7, 80)
+    f = _testing.frontend_features(x).reshape(7, 80)
     np.testing.assert_array_equal(f, np.broadcast_to(f[0], (7, 80)))
 
 
@@ -209,7 +209,7 @@ def test_lfr_layout():
     # 13 fbank frames -> 3 LFR rows; row i = frames 6i-3 .. 6i+3 clamped to [0, 12]
     n = 400 + 160 * 12
     x = (np.random.default_rng(11).standard_normal(n) * 0.1).astype(np.float32)
-    f = _core.testing.frontend_features(x)
+    f = _testing.frontend_features(x)
     assert f.shape == (3, 560)
     sub = f.reshape(3, 7, 80)
     # fbank frame k as it appears in the rows: frame 0 at (0, 3), frame 6 at (1, 3), frame 12 at (2, 3)
@@ -225,16 +225,16 @@ def test_lfr_layout():
 
 def test_dtype_and_shape_errors():
     x = np.random.default_rng(5).standard_normal(SR).astype(np.float32) * 0.1
-    np.testing.assert_array_equal(_core.testing.frontend_features(x.astype(np.float64)), _core.testing.frontend_features(x))
-    np.testing.assert_array_equal(_core.testing.frontend_features(x[::2]), _core.testing.frontend_features(x[::2].copy()))
+    np.testing.assert_array_equal(_testing.frontend_features(x.astype(np.float64)), _testing.frontend_features(x))
+    np.testing.assert_array_equal(_testing.frontend_features(x[::2]), _testing.frontend_features(x[::2].copy()))
     with pytest.raises(ValueError):
-        _core.testing.frontend_features(x.reshape(2, -1))
+        _testing.frontend_features(x.reshape(2, -1))
     with pytest.raises(ValueError):
-        _core.testing.frontend_features(np.float32(0.5))
+        _testing.frontend_features(np.float32(0.5))
     with pytest.raises(TypeError):
-        _core.testing.frontend_features((x * 32767).astype(np.int16))
+        _testing.frontend_features((x * 32767).astype(np.int16))
     with pytest.raises(ValueError):
-        _core.testing.frontend_mtmd_chunks(x.reshape(1, -1))
+        _testing.frontend_mtmd_chunks(x.reshape(1, -1))
 
 
 # ----------------------------------------------------------------------------- CMVN
@@ -248,19 +248,19 @@ def test_cmvn(funasr_ref):
     torch = funasr_ref.torch
     cmvn = torch.from_numpy(np.stack([shift, scale]))
     theirs = funasr_ref.apply_cmvn(torch.from_numpy(funasr_ref(x).copy()), cmvn).numpy()
-    ours = _core.testing.frontend_features(x, cmvn_shift=shift, cmvn_scale=scale)
+    ours = _testing.frontend_features(x, cmvn_shift=shift, cmvn_scale=scale)
     # differences scale with the CMVN scale (<= 2)
     assert_close(ours, theirs, tol=2 * TOL, tol_deep=2 * TOL_DEEP, depth_ref=funasr_ref(x))
 
     # exactly (x + shift) * scale on our own plain features
-    plain = _core.testing.frontend_features(x)
+    plain = _testing.frontend_features(x)
     np.testing.assert_allclose(ours, (plain + shift) * scale, rtol=1e-6, atol=1e-5)
 
     with pytest.raises(ValueError):
-        _core.testing.frontend_features(x, cmvn_shift=shift)
+        _testing.frontend_features(x, cmvn_shift=shift)
     with pytest.raises(ValueError):
-        _core.testing.frontend_features(x, cmvn_shift=shift[:80], cmvn_scale=scale[:80])
-    assert _core.testing.frontend_features(x[:399], cmvn_shift=shift, cmvn_scale=scale).shape == (0, 560)
+        _testing.frontend_features(x, cmvn_shift=shift[:80], cmvn_scale=scale[:80])
+    assert _testing.frontend_features(x[:399], cmvn_shift=shift, cmvn_scale=scale).shape == (0, 560)
 
 
 # ----------------------------------------------------------------------------- mtmd chunk layout
@@ -276,16 +276,16 @@ def test_mtmd_chunks_65s(funasr_ref):
     rng = np.random.default_rng(65)
     x = (rng.standard_normal(65 * SR) * 0.1).astype(np.float32)
     x[10 * SR:12 * SR] += _tone(500, 0.3)
-    chunks = _core.testing.frontend_mtmd_chunks(x)
+    chunks = _testing.frontend_mtmd_chunks(x)
     assert len(chunks) == 3
     pieces = [x[:30 * SR], x[30 * SR:60 * SR], x[60 * SR:]]
     assert [c.shape for c in chunks] == [(80, 7 * n_lfr(len(p))) for p in pieces] == [(80, 3500), (80, 3500),
                                                                                        (80, 581)]
     for c, p in zip(chunks, pieces):
         assert c.dtype == np.float32
-        np.testing.assert_array_equal(_as_rows(c), _core.testing.frontend_features(p))
+        np.testing.assert_array_equal(_as_rows(c), _testing.frontend_features(p))
         # element-wise: bin m of sub-frame j of LFR row i sits at [m, 7 i + j]
-        f = _core.testing.frontend_features(p)
+        f = _testing.frontend_features(p)
         i, j, m = 17, 5, 33
         assert c[m, 7 * i + j] == f[i, 80 * j + m]
     # the last chunk also matches funasr on its own
@@ -295,15 +295,15 @@ def test_mtmd_chunks_65s(funasr_ref):
 def test_mtmd_chunks_edges():
     x = (np.random.default_rng(9).standard_normal(30 * SR + 399) * 0.1).astype(np.float32)
     # a tail shorter than one frame gives no chunk
-    assert [c.shape for c in _core.testing.frontend_mtmd_chunks(x)] == [(80, 3500)]
+    assert [c.shape for c in _testing.frontend_mtmd_chunks(x)] == [(80, 3500)]
     # a 400-sample tail gives a one-row chunk
     y = np.concatenate([x, np.zeros(1, np.float32)])
-    assert [c.shape for c in _core.testing.frontend_mtmd_chunks(y)] == [(80, 3500), (80, 7)]
+    assert [c.shape for c in _testing.frontend_mtmd_chunks(y)] == [(80, 3500), (80, 7)]
     # no chunking
-    (whole,) = _core.testing.frontend_mtmd_chunks(y, chunk_seconds=0)
-    np.testing.assert_array_equal(_as_rows(whole), _core.testing.frontend_features(y))
+    (whole,) = _testing.frontend_mtmd_chunks(y, chunk_seconds=0)
+    np.testing.assert_array_equal(_as_rows(whole), _testing.frontend_features(y))
     # other chunk lengths
-    chunks = _core.testing.frontend_mtmd_chunks(y, chunk_seconds=7)
+    chunks = _testing.frontend_mtmd_chunks(y, chunk_seconds=7)
     assert len(chunks) == 5
-    np.testing.assert_array_equal(_as_rows(chunks[1]), _core.testing.frontend_features(y[7 * SR:14 * SR]))
-    assert _core.testing.frontend_mtmd_chunks(np.zeros(0, np.float32)) == []
+    np.testing.assert_array_equal(_as_rows(chunks[1]), _testing.frontend_features(y[7 * SR:14 * SR]))
+    assert _testing.frontend_mtmd_chunks(np.zeros(0, np.float32)) == []

@@ -16,10 +16,11 @@ from fixtures.checkpoint import soften_attention, write_checkpoint
 from fixtures.cli import mtmd_cli, run_cli, special_tokens
 from fixtures.cli import postprocess as cli_postprocess
 from fixtures.encoder import features, reference, upstream_fake_token_len
+from fixtures.engine import AsrModel
 from fixtures.gguf_edit import edit_gguf
 from fixtures.speech import wav16k_samples, write_wav16k
 from fixtures.upstream import MAX_TOKENS, Upstream, load_automodel, no_dither
-from funasr_cpp import _core
+from funasr_cpp import _testing
 from funasr_cpp.converters import convert
 from funasr_cpp.converters.release import ReleaseWarning, open_release
 from funasr_cpp.prompt import build_prompt, postprocess
@@ -82,7 +83,7 @@ def test_mlt_config_has_no_low_frame_rate_key(mlt):
 
 
 def test_mlt_token_count_is_every_row(mlt):
-    enc = _core.testing.AudioEncoder(str(mlt["mmproj"]), n_threads=1)
+    enc = _testing.AudioEncoder(str(mlt["mmproj"]), n_threads=1)
     assert enc.hparams["use_low_frame_rate"] is False
     for t in list(range(1, 80)) + [500, 1000, 2999]:
         assert enc.n_tokens(t) == t, t
@@ -91,7 +92,7 @@ def test_mlt_token_count_is_every_row(mlt):
 def test_mlt_rows_match_funasr(mlt):
     model = upstream_net(mlt["folder"])
     assert model.model.use_low_frame_rate is False  # upstream's default for the missing key
-    enc = _core.testing.AudioEncoder(str(mlt["mmproj"]), n_threads=1, flash_attn="off")
+    enc = _testing.AudioEncoder(str(mlt["mmproj"]), n_threads=1, flash_attn="off")
     worst = 0.0
     for t in (1, 2, 7, 8, 9, 38, 217, 500):
         feats = features(t, seed=t)
@@ -118,7 +119,7 @@ def mlt_upstream(mlt, speech_wavs):
 def test_mlt_tokens_equal_funasr(mlt, mlt_upstream, speech, lang):
     up = mlt_upstream[lang]
     samples = wav16k_samples(speech[lang])
-    with _core.AsrModel(mlt["llm"], mlt["mmproj"], n_threads=1, kv_type="f32", flash_attn="off") as m:
+    with AsrModel(mlt["llm"], mlt["mmproj"], n_threads=1, kv_type="f32", flash_attn="off") as m:
         res = m.generate(samples, build_prompt(), max_new_tokens=MAX_TOKENS)
         up_ids = list(up["ids"])
         while up_ids and m.is_eog(up_ids[-1]):
@@ -175,7 +176,7 @@ def test_changed_key_matches_funasr(case, tmp_path, speech):
     write_checkpoint(folder, seed=2, ctc=False, config=overrides, dims=dims)
     _, mmproj = convert_quiet(folder, tmp_path / "gguf")
     model = upstream_net(folder)
-    enc = _core.testing.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
+    enc = _testing.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
     # frontend: the mmproj's keys give upstream's features
     x = speech["zh"][: 16000 * 2]
     ours, ref = enc.features(x), upstream_features(model, x)
@@ -237,9 +238,9 @@ def test_missing_keys_take_upstreams_code_defaults(tmp_path, speech, low_frame_r
         # k = 2 with every row is the one combination upstream cannot run itself (it logs a shape
         # error and leaves half the audio placeholders as token 0): refused, naming the key
         with pytest.raises(ValueError, match="downsample_rate = 2"):
-            _core.testing.AudioEncoder(str(mmproj), n_threads=1)
+            _testing.AudioEncoder(str(mmproj), n_threads=1)
         return
-    enc = _core.testing.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
+    enc = _testing.AudioEncoder(str(mmproj), n_threads=1, flash_attn="off")
     hp = enc.hparams
     assert (hp["lfr_m"], hp["lfr_n"], hp["downsample_rate"], hp["frame_length"]) == (1, 1, 2, 400)
     x = speech["en"][: 16000 * 2]
@@ -276,23 +277,23 @@ def test_refused_values(nano_f32, tmp_path, key):
     value, match = REFUSED[key]
     bad = edit_gguf(nano_f32[1], tmp_path / "mmproj-bad.gguf", {key: value})
     with pytest.raises(ValueError, match=match):
-        _core.testing.AudioEncoder(str(bad), n_threads=1)
+        _testing.AudioEncoder(str(bad), n_threads=1)
     with pytest.raises(ValueError, match=match):
-        _core.AsrModel(nano_f32[0], bad, n_threads=1)
+        AsrModel(nano_f32[0], bad, n_threads=1)
 
 
 def test_use_low_frame_rate_key_drives_the_graph(nano_f32, tmp_path):
     """Flipping the key in the mmproj alone switches between the two row rules (same weights)."""
     every = edit_gguf(nano_f32[1], tmp_path / "mmproj-all-rows.gguf", {"funasr.adaptor.use_low_frame_rate": False})
-    a = _core.testing.AudioEncoder(str(nano_f32[1]), n_threads=1, flash_attn="off")
-    b = _core.testing.AudioEncoder(str(every), n_threads=1, flash_attn="off")
+    a = _testing.AudioEncoder(str(nano_f32[1]), n_threads=1, flash_attn="off")
+    b = _testing.AudioEncoder(str(every), n_threads=1, flash_attn="off")
     f = features(101, seed=3)
     ra, rb = a.encode(f), b.encode(f)
     assert ra.shape[0] == upstream_fake_token_len(101) and rb.shape[0] == 101
     np.testing.assert_array_equal(ra, rb[: ra.shape[0]])
     # a missing key means upstream's default: every row
     gone = edit_gguf(nano_f32[1], tmp_path / "mmproj-no-key.gguf", {"funasr.adaptor.use_low_frame_rate": None})
-    assert _core.testing.AudioEncoder(str(gone), n_threads=1).n_tokens(101) == 101
+    assert _testing.AudioEncoder(str(gone), n_threads=1).n_tokens(101) == 101
 
 
 # ----------------------------------------------------------------------------- CTC branch

@@ -4,11 +4,13 @@
 #include "engine/ctc_head.h"
 
 #include "gguf.h"
+#include "model/funasr_keys.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 
-namespace funasr_engine {
+namespace funasr {
 
 namespace {
 
@@ -38,6 +40,13 @@ std::string base64_decode(const char * s) {
     return out;
 }
 
+// a TN_* format with its %s filled
+std::string tensor_name(const char * format, const char * part) {
+    char buf[128];
+    snprintf(buf, sizeof(buf), format, part);
+    return buf;
+}
+
 }  // namespace
 
 std::unique_ptr<CtcHead> CtcHead::load(const std::string & path) {
@@ -49,13 +58,13 @@ std::unique_ptr<CtcHead> CtcHead::load(const std::string & path) {
         const int64_t id = gguf_find_key(g, key);
         return id >= 0 && gguf_get_kv_type(g, id) == GGUF_TYPE_UINT32 ? (int64_t) gguf_get_val_u32(g, id) : fallback;
     };
-    const int64_t status = gguf_find_key(g, "funasr.ctc.status");
+    const int64_t status = gguf_find_key(g, KEY_CTC_STATUS);
     const bool complete = status >= 0 && gguf_get_kv_type(g, status) == GGUF_TYPE_STRING &&
                           std::string(gguf_get_val_str(g, status)) == "complete";
-    const int64_t n_vocab = u32("funasr.ctc.vocab_size", 0);
-    const int64_t blank = u32("funasr.ctc.blank_id", n_vocab - 1);
+    const int64_t n_vocab = u32(KEY_CTC_VOCAB_SIZE, 0);
+    const int64_t blank = u32(KEY_CTC_BLANK_ID, n_vocab - 1);
     std::vector<std::string> ranks;
-    const int64_t key = gguf_find_key(g, "funasr.ctc.tiktoken_ranks");
+    const int64_t key = gguf_find_key(g, KEY_CTC_TIKTOKEN_RANKS);
     try {
         if (complete && key >= 0 && gguf_get_kv_type(g, key) == GGUF_TYPE_ARRAY &&
             gguf_get_arr_type(g, key) == GGUF_TYPE_STRING) {
@@ -76,13 +85,13 @@ std::unique_ptr<CtcHead> CtcHead::load(const std::string & path) {
 }
 
 CtcHead::CtcHead(const std::string & path, int32_t n_vocab, int32_t blank, std::vector<std::string> ranks)
-    : weight_(path, "ctc.out.weight"), n_vocab_(n_vocab), blank_(blank), width_(weight_.width() + 1),
+    : weight_(path, tensor_name(TN_CTC_PROJ, "weight")), n_vocab_(n_vocab), blank_(blank), width_(weight_.width() + 1),
       ranks_(std::move(ranks)) {
     if (weight_.n_rows() != n_vocab_) {
         throw std::runtime_error(path + ": ctc.out.weight has " + std::to_string(weight_.n_rows()) +
                                  " rows, funasr.ctc.vocab_size is " + std::to_string(n_vocab_));
     }
-    GgufRows bias(path, "ctc.out.bias");  // 1-D: one row of n_vocab values
+    GgufRows bias(path, tensor_name(TN_CTC_PROJ, "bias"));  // 1-D: one row of n_vocab values
     if (bias.width() != n_vocab_ || bias.n_rows() != 1) throw std::runtime_error(path + ": ctc.out.bias does not fit");
     bias_.resize(n_vocab_);
     bias.read(0, bias_.data());
@@ -138,4 +147,4 @@ void CtcHead::log_probs(const float * feats, int64_t n_frames, const std::vector
     }
 }
 
-}  // namespace funasr_engine
+}  // namespace funasr

@@ -1,4 +1,4 @@
-// The host side of the CTC branch (the graph part is in csrc/funasr_graph.cpp, build_ctc): what
+// The host side of the CTC branch (the graph part is in csrc/model/funasr_graph.cpp, build_ctc): what
 // the encoder pass leaves per CTC frame (decoder output + log-softmax normalizer, greedy token)
 // turned into log-probabilities of any tokens, and the greedy transcript's bytes for drafts.
 #pragma once
@@ -12,7 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace funasr_engine {
+namespace funasr {
 
 class CtcHead {
 public:
@@ -30,7 +30,9 @@ public:
     std::string greedy_bytes(const std::vector<int32_t> & best) const;
 
     // log_softmax(ctc.out(h))[t, ids[j]] into out[t * ids.size() + j] for the frames of feats
-    // ([n_frames, width()] as the encoder left them); ids outside the vocabulary: out_of_range
+    // ([n_frames, width()] as the encoder left them); ids outside the vocabulary: out_of_range.
+    // Takes the head's own mutex (for its row cache), never the engine's: word timestamps ask
+    // for the ids only Python's CTC tokenizer makes, after the job is done, while other jobs decode.
     void log_probs(const float * feats, int64_t n_frames, const std::vector<int32_t> & ids, float * out);
 
 private:
@@ -46,4 +48,4 @@ private:
     std::unordered_map<int32_t, std::vector<float>> rows_;
 };
 
-}  // namespace funasr_engine
+}  // namespace funasr

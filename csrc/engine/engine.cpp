@@ -1,7 +1,10 @@
-// The batched decoding engine (see asr_engine.h). Each job follows upstream's inference
+// The batched decoding engine (see engine.h). Each job follows upstream's inference
 // (funasr/models/fun_asr_nano/model.py, FunASRNano.inference): the ChatML prompt with the audio
 // rows in place of the media marker, prefilled, then greedy decoding until an end of turn.
 #include "engine/engine.h"
+
+#include "engine/log_capture.h"
+#include "engine/tokens.h"
 
 #include "model/funasr.h"  // funasr_mtmd_encode_audio
 #include "ggml.h"
@@ -9,9 +12,7 @@
 #include <algorithm>
 #include <chrono>
 
-namespace funasr_engine {
-
-using funasr_py::native_error;
+namespace funasr {
 
 namespace {
 
@@ -34,7 +35,7 @@ struct batch_owner {
 
 }  // namespace
 
-Engine::Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx,
+Engine::Engine(llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx,
                const CtcHead * ctc)
     : h_(h), ctc_(ctc), cparams_(params), n_parallel_(n_parallel), auto_ctx_(auto_ctx), prefix_seq_(n_parallel),
       slots_(n_parallel) {
@@ -45,10 +46,10 @@ Engine::Engine(funasr_py::llama_handles & h, const llama_context_params & params
     try {
         embd_ = std::make_unique<GgufRows>(h_.path(), "token_embd.weight");
     } catch (const std::exception & e) {
-        throw native_error(PyExc_ValueError, "the LLM's token embeddings cannot be read: " + std::string(e.what()));
+        throw error(errc::invalid_argument, "the LLM's token embeddings cannot be read: " + std::string(e.what()));
     }
     if (embd_->width() != n_embd_) {
-        throw native_error(PyExc_ValueError, "the LLM " + h_.path() + ": token_embd.weight is not n_embd wide");
+        throw error(errc::invalid_argument, "the LLM " + h_.path() + ": token_embd.weight is not n_embd wide");
     }
 }
 
@@ -59,8 +60,9 @@ void Engine::context_created() {
 }
 
 // ----------------------------------------------------------------------------- jobs and drivers
-std::shared_ptr<Job> Engine::submit(Request req) {
+std::shared_ptr<Job> Engine::submit(std::vector<float> samples, Request req) {
     auto job = std::make_shared<Job>();
+    job->samples = std::move(samples);
     job->req = std::move(req);
     job->draft_k = job->req.draft_max;
     job->gen.ctc = job->req.ctc;
@@ -94,7 +96,8 @@ void Engine::cancel(const std::shared_ptr<Job> & job) {
     if (it != queue_.end()) {
         queue_.erase(it);
         job->done = true;
-        job->error_type = PyExc_RuntimeError;
+        job->failed = true;
+        job->error_code = errc::cancelled;
         job->error = "the transcription job was cancelled";
         cv_.notify_all();
     } else {
@@ -109,14 +112,14 @@ void Engine::drive(const std::shared_ptr<Job> & until) {
             if (until->done) return;
         }
         try {
-            h_.locked_nogil([&] {
-                funasr_py::log_capture cap;  // a step's error message ends with llama.cpp's reason
+            h_.locked([&] {
+                log_capture cap;  // a step's error message ends with llama.cpp's reason
                 step();
             });
-        } catch (const native_error & e) {
-            fail_all(e.type, e.msg);  // the model was closed, or a batched step failed
+        } catch (const error & e) {
+            fail_all(e.code(), e.what());  // the model was closed, or a batched step failed
         } catch (const std::exception & e) {
-            fail_all(PyExc_RuntimeError, e.what());
+            fail_all(errc::runtime, e.what());
         }
     }
 }
@@ -130,7 +133,7 @@ void Engine::step() {
             std::lock_guard<std::mutex> lock(mu_);
             cancelled = job->cancelled;
         }
-        if (cancelled) fail(*job, PyExc_RuntimeError, "the transcription job was cancelled");
+        if (cancelled) fail(*job, errc::cancelled, "the transcription job was cancelled");
     }
     if (dirty_) {  // after a failed step: nothing in the cache is trusted
         llama_memory_clear(mem, true);
@@ -148,16 +151,16 @@ void Engine::tokenize_input(Job & job) {
     Request & r = job.req;
     Generation & g = job.gen;
     struct bitmap_deleter { void operator()(mtmd_bitmap * b) const { mtmd_bitmap_free(b); } };
-    std::unique_ptr<mtmd_bitmap, bitmap_deleter> bitmap(mtmd_bitmap_init_from_audio(r.samples.size(), r.samples.data()));
+    std::unique_ptr<mtmd_bitmap, bitmap_deleter> bitmap(mtmd_bitmap_init_from_audio(job.samples.size(), job.samples.data()));
     decltype(job.chunks) chunks(mtmd_input_chunks_init(), mtmd_input_chunks_free);
-    if (!bitmap || !chunks) throw native_error(PyExc_MemoryError, "cannot allocate the mtmd input");
+    if (!bitmap || !chunks) throw error(errc::out_of_memory, "cannot allocate the mtmd input");
     mtmd_input_text text{r.prompt.c_str(), r.prompt.size(), /*add_special*/ false, /*parse_special*/ true};
     const mtmd_bitmap * bitmaps[1] = {bitmap.get()};
     const auto t0 = std::chrono::steady_clock::now();
     const int32_t rc = mtmd_tokenize(h_.mtmd(), chunks.get(), &text, bitmaps, 1);
     const double frontend_ms = ms_since(t0);
     if (rc != 0) {
-        throw native_error(rc == 1 ? PyExc_ValueError : PyExc_RuntimeError,
+        throw error(rc == 1 ? errc::invalid_argument : errc::runtime,
                            "cannot tokenize the prompt and audio (mtmd_tokenize code " + std::to_string(rc) + ")");
     }
     // the layout: counts, and the text after the audio gives the first answer token's logits
@@ -171,9 +174,9 @@ void Engine::tokenize_input(Job & job) {
         if (mtmd_input_chunk_get_type(c) != MTMD_INPUT_CHUNK_TYPE_TEXT) n_audio += k;
         if (k > 0) last = i;
     }
-    if (n_prompt == 0) throw native_error(PyExc_ValueError, "the prompt is empty");
+    if (n_prompt == 0) throw error(errc::invalid_argument, "the prompt is empty");
     if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(chunks.get(), last)) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
-        throw native_error(PyExc_ValueError, "the prompt must have text after the media marker " +
+        throw error(errc::invalid_argument, "the prompt must have text after the media marker " +
                            std::string(mtmd_default_marker()) + " (e.g. <|im_end|>\\n<|im_start|>assistant\\n)");
     }
     const mtmd_input_chunk * first = mtmd_input_chunks_get(chunks.get(), 0);
@@ -186,7 +189,7 @@ void Engine::tokenize_input(Job & job) {
     g.n_prompt_tokens = n_prompt;
     g.n_audio_tokens = n_audio;
     job.chunks = std::move(chunks);
-    std::vector<float>().swap(r.samples);  // the features are in the chunks now
+    std::vector<float>().swap(job.samples);  // the features are in the chunks now
 }
 
 // KV cells the job holds while it runs: its positions up to pos_limit, less the shared prefix
@@ -208,9 +211,9 @@ void Engine::grow_context() {
     for (auto & j : next) {
         if (!j->chunks) {
             try {
-                funasr_py::log_capture cap;
+                log_capture cap;
                 tokenize_input(*j);
-            } catch (const native_error &) {
+            } catch (const error &) {
                 continue;  // reported when the job's turn comes
             }
         }
@@ -237,11 +240,11 @@ void Engine::admit() {
         const bool idle = std::all_of(slots_.begin(), slots_.end(), [](const auto & j) { return j == nullptr; });
         bool started = false;
         try {
-            funasr_py::log_capture cap;
+            log_capture cap;
             if (!job->chunks) tokenize_input(*job);
             if (idle && auto_ctx_) grow_context();
             if (job->gen.n_prompt_tokens > (int64_t) n_ctx_) {
-                throw native_error(PyExc_ValueError, "the prompt (" + std::to_string(job->gen.n_prompt_tokens) +
+                throw error(errc::invalid_argument, "the prompt (" + std::to_string(job->gen.n_prompt_tokens) +
                                    " tokens, " + std::to_string(job->gen.n_audio_tokens) +
                                    " of them audio) does not fit the context (n_ctx=" + std::to_string(n_ctx_) + ")");
             }
@@ -261,14 +264,14 @@ void Engine::admit() {
             *free_slot = job;
             started = true;
             if (!start(*job, shared)) finish(*job);
-        } catch (const native_error & e) {
+        } catch (const error & e) {
             if (!started) {
                 std::lock_guard<std::mutex> lock(mu_);
                 auto it = std::find(queue_.begin(), queue_.end(), job);
                 if (it != queue_.end()) queue_.erase(it);
             }
             if (h_.closed()) throw;  // the whole engine is gone, not this job
-            fail(*job, e.type, e.msg);
+            fail(*job, e.code(), e.what());
         }
     }
 }
@@ -295,7 +298,7 @@ bool Engine::start(Job & job, bool shared) {
     job.n_past = prefill_rows(job, first_chunk);
     job.chunks.reset();
     const float * logits = llama_get_logits_ith(h_.ctx(), -1);
-    if (!logits) throw native_error(PyExc_RuntimeError, "no logits after the prefill");
+    if (!logits) throw error(errc::runtime, "no logits after the prefill");
     job.last = choose(job, logits);
     const bool more = take(job, job.last, logits, job.n_past);
     advance_draft(job, 0);
@@ -316,7 +319,7 @@ void Engine::prefill_prefix(const std::vector<llama_token> & prefix, Generation 
             b.add((llama_pos) (at + i), prefix_seq_, false);
         }
         const int32_t rc = llama_decode(h_.ctx(), b.b);
-        if (rc != 0) throw native_error(PyExc_RuntimeError, "prefill of the prompt failed (llama_decode code " + std::to_string(rc) + ")");
+        if (rc != 0) throw error(errc::runtime, "prefill of the prompt failed (llama_decode code " + std::to_string(rc) + ")");
     }
     kv_prefix_ = prefix;
     g.prefill_ms += ms_since(t0);
@@ -329,7 +332,7 @@ const std::vector<float> & Engine::token_row(llama_token t) {
     try {
         embd_->read(t, row.data());
     } catch (const std::exception & e) {
-        throw native_error(PyExc_RuntimeError, e.what());
+        throw error(errc::runtime, e.what());
     }
     return rows_.emplace(t, std::move(row)).first->second;
 }
@@ -360,7 +363,7 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
                 std::vector<int32_t> best;
                 rc = funasr_mtmd_encode_audio(mctx, c, job.req.ctc ? &feats : nullptr, &best);
                 if (rc == 0 && (best.empty() || (job.req.ctc && feats.size() != best.size() * (size_t) ctc_->width()))) {
-                    throw native_error(PyExc_RuntimeError, "the encoder gave no CTC outputs for this mmproj");
+                    throw error(errc::runtime, "the encoder gave no CTC outputs for this mmproj");
                 }
                 g.ctc_best.insert(g.ctc_best.end(), best.begin(), best.end());
                 if (job.req.ctc) g.ctc_feats.insert(g.ctc_feats.end(), feats.begin(), feats.end());
@@ -368,11 +371,12 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
                 rc = mtmd_encode_chunk(mctx, c);
             }
             g.encode_ms += ms_since(t0);
-            if (rc != 0) throw native_error(PyExc_RuntimeError, "the audio encoder failed (code " + std::to_string(rc) + ")");
+            if (rc != 0) throw error(errc::runtime, "the audio encoder failed (code " + std::to_string(rc) + ")");
             const float * e = mtmd_get_output_embd(mctx);
             rows.insert(rows.end(), e, e + n * (size_t) n_embd_);
         }
     }
+    if (!g.ctc_best.empty()) g.ctc_text = ctc_->greedy_bytes(g.ctc_best);  // once: the result's and the draft's
     if (job.req.ctc_draft) draft_from_ctc(job);
     const auto t0 = std::chrono::steady_clock::now();
     const size_t n_rows = rows.size() / (size_t) n_embd_;
@@ -384,7 +388,7 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
         for (size_t i = 0; i < n; ++i) b.add(pos + (llama_pos) i, job.slot, at + i + 1 == n_rows);
         const int32_t rc = llama_decode(h_.ctx(), b.b);
         if (rc != 0) {
-            throw native_error(PyExc_RuntimeError, "prefill failed (llama_decode code " + std::to_string(rc) +
+            throw error(errc::runtime, "prefill failed (llama_decode code " + std::to_string(rc) +
                                ") at position " + std::to_string(pos));
         }
         pos += (llama_pos) n;
@@ -395,8 +399,8 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
 
 // The CTC branch's greedy transcript, re-tokenized for the LLM, as the job's draft (none given).
 void Engine::draft_from_ctc(Job & job) {
-    const std::string text = ctc_->greedy_bytes(job.gen.ctc_best);
-    if (!text.empty()) job.req.draft = funasr_py::tokenize(h_.vocab(), text, /*add_special*/ false, /*parse_special*/ false);
+    const std::string & text = job.gen.ctc_text;
+    if (!text.empty()) job.req.draft = tokenize(h_.vocab(), text, /*add_special*/ false, /*parse_special*/ false);
 }
 
 // ----------------------------------------------------------------------------- decoding
@@ -459,26 +463,19 @@ void Engine::advance_draft(Job & job, size_t from) {
     }
 }
 
+// One job's rows in a decode step: its last choice at batch row `at`, then the draft tokens.
+struct Engine::step_entry {
+    Job * job;
+    int32_t at;
+    std::vector<llama_token> draft;
+};
+
 // One llama_decode for every running job: its last choice, plus draft tokens to verify.
 void Engine::decode_step() {
     llama_context * ctx = h_.ctx();
-    llama_memory_t mem = llama_get_memory(ctx);
-    struct entry { Job * job; int32_t at; std::vector<llama_token> draft; };
-    std::vector<entry> entries;
     int32_t n_rows = 0;
-    for (auto & j : slots_) if (j) ++n_rows;
-    const int32_t n_active = n_rows;
-    int32_t spare = (int32_t) n_batch_ - n_rows;  // batch rows left for drafts
-    for (auto & j : slots_) {
-        if (!j) continue;
-        Job & job = *j;
-        const int room = job.draft_skip > 0 ? (job.draft_skip--, 0) : std::min<int64_t>({(int64_t) job.draft_k, (int64_t) spare,
-                                            job.req.max_new_tokens - (int64_t) job.gen.tokens.size() - 1,
-                                            (int64_t) job.pos_limit - 1 - job.n_past});
-        entries.push_back({&job, 0, next_draft(job, room)});
-        spare -= (int32_t) entries.back().draft.size();
-        n_rows += (int32_t) entries.back().draft.size();
-    }
+    std::vector<step_entry> entries = plan_step(n_rows);
+    const int32_t n_active = (int32_t) entries.size();
     batch_owner b(n_rows, 0);
     for (auto & e : entries) {
         e.at = b.b.n_tokens;
@@ -493,62 +490,90 @@ void Engine::decode_step() {
     const int32_t rc = llama_decode(ctx, b.b);
     if (rc != 0) {
         dirty_ = true;
-        throw native_error(PyExc_RuntimeError, "llama_decode failed (code " + std::to_string(rc) + ") in a step of " +
-                           std::to_string(n_active) + " sequences");
+        throw error(errc::runtime, "llama_decode failed (code " + std::to_string(rc) + ") in a step of " +
+                    std::to_string(n_active) + " sequences");
     }
     const double share = ms_since(t0) / n_active;
     for (auto & e : entries) {
-        Job & job = *e.job;
-        Generation & g = job.gen;
-        g.decode_ms += share;
-        ++g.n_decoded_tokens;
-        g.max_batch = std::max<int64_t>(g.max_batch, n_active);
-        g.n_draft_tokens += (int64_t) e.draft.size();
-        const size_t before = g.tokens.size();
-        const int64_t accepted_before = g.n_accepted_tokens;
-        bool more = true;
-        size_t kept = 0;  // batch rows whose KV stays: the last choice and the accepted drafts
-        llama_token tok = -1;
-        for (size_t i = 0; i <= e.draft.size(); ++i) {
-            const float * logits = llama_get_logits_ith(ctx, e.at + (int32_t) i);
-            if (!logits) throw native_error(PyExc_RuntimeError, "no logits after decoding");
-            tok = choose(job, logits);
-            kept = i + 1;
-            more = take(job, tok, logits, job.n_past + (llama_pos) i + 1);
-            if (!more) break;
-            if (i < e.draft.size() && tok == e.draft[i]) {
-                ++g.n_accepted_tokens;
-                continue;  // the draft token in the KV is what greedy decoding chose
-            }
-            break;
-        }
-        if (!more) {
-            finish(job);
-            continue;
-        }
-        job.n_past += (llama_pos) kept;
-        if (kept < e.draft.size() + 1) llama_memory_seq_rm(mem, job.slot, job.n_past, -1);  // the rejected drafts
-        if (!e.draft.empty()) {
-            // every verified row costs compute: after a rejection verify only one more than was
-            // taken, after a full acceptance twice as many (up to draft_max); a single draft token
-            // rejected pauses drafting for 1, 2, 4 ... 16 steps. A useless draft so costs a few
-            // percent, a good one runs at draft_max.
-            const int64_t m = g.n_accepted_tokens - accepted_before;
-            job.draft_k = m == (int64_t) e.draft.size() ? std::min(job.req.draft_max, 2 * job.draft_k)
-                                                         : (int) m + 1;
-            if (m == 0 && e.draft.size() == 1) {
-                job.draft_skip = job.draft_backoff;
-                job.draft_backoff = std::min(16, 2 * job.draft_backoff);
-            } else if (m > 0) {
-                job.draft_backoff = 1;
-            }
-        }
-        job.last = tok;
-        advance_draft(job, before);
+        e.job->gen.decode_ms += share;
+        take_step(e, n_active);
     }
 }
 
+// Each running job's entry, with as many draft tokens as its state and the batch allow; n_rows:
+// the batch rows they need.
+std::vector<Engine::step_entry> Engine::plan_step(int32_t & n_rows) {
+    std::vector<step_entry> entries;
+    n_rows = 0;
+    for (auto & j : slots_) if (j) ++n_rows;
+    int32_t spare = (int32_t) n_batch_ - n_rows;  // batch rows left for drafts
+    for (auto & j : slots_) {
+        if (!j) continue;
+        Job & job = *j;
+        const int room = job.draft_skip > 0 ? (job.draft_skip--, 0) : std::min<int64_t>({(int64_t) job.draft_k, (int64_t) spare,
+                                            job.req.max_new_tokens - (int64_t) job.gen.tokens.size() - 1,
+                                            (int64_t) job.pos_limit - 1 - job.n_past});
+        entries.push_back({&job, 0, next_draft(job, room)});
+        spare -= (int32_t) entries.back().draft.size();
+        n_rows += (int32_t) entries.back().draft.size();
+    }
+    return entries;
+}
+
+// A job's choices after a decode step: the greedy token after its last choice, and after each
+// draft token as long as the draft matched; rejected drafts leave the KV cache.
+void Engine::take_step(step_entry & e, int32_t n_active) {
+    llama_context * ctx = h_.ctx();
+    Job & job = *e.job;
+    Generation & g = job.gen;
+    ++g.n_decoded_tokens;
+    g.max_batch = std::max<int64_t>(g.max_batch, n_active);
+    g.n_draft_tokens += (int64_t) e.draft.size();
+    const size_t before = g.tokens.size();
+    const int64_t accepted_before = g.n_accepted_tokens;
+    bool more = true;
+    size_t kept = 0;  // batch rows whose KV stays: the last choice and the accepted drafts
+    llama_token tok = -1;
+    for (size_t i = 0; i <= e.draft.size(); ++i) {
+        const float * logits = llama_get_logits_ith(ctx, e.at + (int32_t) i);
+        if (!logits) throw error(errc::runtime, "no logits after decoding");
+        tok = choose(job, logits);
+        kept = i + 1;
+        more = take(job, tok, logits, job.n_past + (llama_pos) i + 1);
+        if (!more) break;
+        if (i < e.draft.size() && tok == e.draft[i]) {
+            ++g.n_accepted_tokens;
+            continue;  // the draft token in the KV is what greedy decoding chose
+        }
+        break;
+    }
+    if (!more) {
+        finish(job);
+        return;
+    }
+    job.n_past += (llama_pos) kept;
+    if (kept < e.draft.size() + 1) llama_memory_seq_rm(llama_get_memory(ctx), job.slot, job.n_past, -1);  // the rejected drafts
+    if (!e.draft.empty()) adapt_draft(job, e.draft.size(), g.n_accepted_tokens - accepted_before);
+    job.last = tok;
+    advance_draft(job, before);
+}
+
+// Every verified row costs compute: after a rejection verify only one more than was taken, after
+// a full acceptance twice as many (up to draft_max); a single draft token rejected pauses drafting
+// for 1, 2, 4 ... 16 steps. A useless draft so costs a few percent, a good one runs at draft_max.
+void Engine::adapt_draft(Job & job, size_t n_draft, int64_t m) {
+    job.draft_k = m == (int64_t) n_draft ? std::min(job.req.draft_max, 2 * job.draft_k) : (int) m + 1;
+    if (m == 0 && n_draft == 1) {
+        job.draft_skip = job.draft_backoff;
+        job.draft_backoff = std::min(16, 2 * job.draft_backoff);
+    } else if (m > 0) {
+        job.draft_backoff = 1;
+    }
+}
+
+// The job's end, good or bad; a good one gets its text (the driver holds the handles' lock).
 void Engine::finish(Job & job) {
+    if (!job.failed) job.gen.text = token_bytes(h_.vocab(), h_.token_types(), job.gen.tokens, /*skip_special*/ true);
     if (job.slot >= 0) {
         if (!h_.closed() && h_.ctx()) llama_memory_seq_rm(llama_get_memory(h_.ctx()), job.slot, -1, -1);
         slots_[job.slot] = nullptr;
@@ -560,13 +585,14 @@ void Engine::finish(Job & job) {
     cv_.notify_all();
 }
 
-void Engine::fail(Job & job, PyObject * type, const std::string & msg) {
-    job.error_type = type;
+void Engine::fail(Job & job, errc code, const std::string & msg) {
+    job.failed = true;
+    job.error_code = code;
     job.error = msg;
     finish(job);
 }
 
-void Engine::fail_all(PyObject * type, const std::string & msg) {
+void Engine::fail_all(errc code, const std::string & msg) {
     std::vector<std::shared_ptr<Job>> all;
     for (auto & j : slots_) {
         if (j) all.push_back(j);
@@ -580,8 +606,8 @@ void Engine::fail_all(PyObject * type, const std::string & msg) {
     dirty_ = true;
     for (auto & j : all) {
         j->slot = -1;  // the slots were dropped above; the cache is cleared at the next step
-        fail(*j, type, msg);
+        fail(*j, code, msg);
     }
 }
 
-}  // namespace funasr_engine
+}  // namespace funasr

@@ -1,4 +1,4 @@
-// The batched decoding engine behind funasr_cpp._core.AsrModel (defined in csrc/asr_engine.cpp).
+// The batched decoding engine behind funasr::Transcriber (engine/transcriber.h; defined in engine.cpp).
 // Up to n_parallel transcription jobs share one llama_context: each has its own KV sequence id,
 // every decode step advances all of them in one llama_decode, a finished job frees its slot for
 // the next queued one (continuous batching), and the prompt text before the audio (system turn +
@@ -7,14 +7,16 @@
 // output is exactly what plain greedy decoding gives.
 //
 // No thread of its own: whoever waits for a job drives the engine until that job is done, then
-// another waiting thread takes over (leader/follower). Callers never hold the GIL in here.
+// another waiting thread takes over (leader/follower). A caller that holds an interpreter lock
+// releases it before wait().
 #pragma once
 
 #include "llama.h"
 #include "mtmd.h"
 #include "engine/ctc_head.h"
+#include "engine/error.h"
 #include "engine/gguf_rows.h"
-#include "python/native.h"
+#include "engine/handles.h"
 
 #include <condition_variable>
 #include <cstdint>
@@ -26,11 +28,12 @@
 #include <unordered_map>
 #include <vector>
 
-namespace funasr_engine {
+namespace funasr {
 
 // What one job produced and what it cost (funasr_cpp.options.Timings adds these up).
 struct Generation {
     std::vector<llama_token> tokens;  // generated ids, without the end-of-generation token
+    std::string text;                 // tokens detokenized as HF's decode(skip_special_tokens=True) (bytes)
     int64_t n_prompt_tokens = 0;      // prompt length, audio rows included
     int64_t n_audio_tokens = 0;
     int64_t n_cached_tokens = 0;      // leading prompt tokens whose KV was shared, not prefilled
@@ -45,28 +48,31 @@ struct Generation {
     int32_t n_vocab = 0;
     // the CTC branch (Request::ctc / ctc_draft), frames of all the job's audio chunks in order
     std::vector<int32_t> ctc_best;    // greedy CTC token per frame
+    std::string ctc_text;             // their greedy transcript (CtcHead::greedy_bytes), bytes
     std::vector<float> ctc_feats;     // Request::ctc: [frames, CtcHead::width()] for CtcHead::log_probs
     bool ctc = false;                 // Request::ctc was set (ctc_feats is complete)
 };
 
+// How to transcribe one piece of audio. max_new_tokens and draft_max have no defaults: the values
+// come from the caller (funasr_cpp.options.TranscribeOptions in Python).
 struct Request {
-    std::vector<float> samples;       // 16 kHz mono
     std::string prompt;               // ChatML with the media marker once
-    int max_new_tokens = 512;
+    int max_new_tokens;
+    int draft_max;                    // draft tokens verified per step (0: no speculative decoding)
     bool ignore_eos = false;          // benchmarks: never stop early, EOG tokens skipped
     bool return_logits = false;
     std::vector<llama_token> draft;   // speculative decoding: the expected output (any quality)
-    int draft_max = 8;                // draft tokens verified per step
     bool ctc = false;                 // keep the CTC branch's outputs (Generation::ctc_*)
     bool ctc_draft = false;           // no draft given (and draft_max > 0): the CTC branch's greedy text is the draft
 };
 
 struct Job {
+    std::vector<float> samples;       // 16 kHz mono, until the frontend has run
     Request req;
     Generation gen;
     // outcome (under the engine's mutex)
-    bool done = false, cancelled = false;
-    PyObject * error_type = nullptr;
+    bool done = false, cancelled = false, failed = false;
+    errc error_code = errc::runtime;  // when failed
     std::string error;
     // engine-private state
     std::unique_ptr<mtmd_input_chunks, void (*)(mtmd_input_chunks *)> chunks{nullptr, mtmd_input_chunks_free};
@@ -84,11 +90,11 @@ class Engine {
 public:
     // h owns the model, context and mtmd context; params are the context's (n_ctx: initial size)
     // ctc: the mmproj's CTC head, null without one (then Request::ctc / ctc_draft are refused)
-    Engine(funasr_py::llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx,
+    Engine(llama_handles & h, const llama_context_params & params, int n_parallel, bool auto_ctx,
            const CtcHead * ctc);
 
-    std::shared_ptr<Job> submit(Request req);      // thread-safe; never blocks on decoding
-    void wait(const std::shared_ptr<Job> & job);   // without the GIL: drives until the job is done
+    std::shared_ptr<Job> submit(std::vector<float> samples, Request req);  // thread-safe; never blocks on decoding
+    void wait(const std::shared_ptr<Job> & job);   // drives the engine until the job is done
     void cancel(const std::shared_ptr<Job> & job); // frees its slot at the next step
 
     bool is_done(const Job & job) { std::lock_guard<std::mutex> lock(mu_); return job.done; }
@@ -106,20 +112,24 @@ private:
     void grow_context();
     void prefill_prefix(const std::vector<llama_token> & prefix, Generation & g);
     llama_pos prefill_rows(Job & job, size_t first_chunk);
+    struct step_entry;                             // one job's rows in a decode step
     void decode_step();
+    std::vector<step_entry> plan_step(int32_t & n_rows);
+    void take_step(step_entry & e, int32_t n_active);
+    void adapt_draft(Job & job, size_t n_draft, int64_t n_accepted);
     llama_token choose(const Job & job, const float * logits) const;
     // takes the choice tok made after the token at position pos; false when the job ends with it
     bool take(Job & job, llama_token tok, const float * logits, llama_pos pos);
     std::vector<llama_token> next_draft(const Job & job, int room) const;
     void advance_draft(Job & job, size_t from);
     void finish(Job & job);
-    void fail(Job & job, PyObject * type, const std::string & msg);
-    void fail_all(PyObject * type, const std::string & msg);
+    void fail(Job & job, errc code, const std::string & msg);
+    void fail_all(errc code, const std::string & msg);
     const std::vector<float> & token_row(llama_token t);
 
     void draft_from_ctc(Job & job);
 
-    funasr_py::llama_handles & h_;
+    llama_handles & h_;
     const CtcHead * ctc_;
     llama_context_params cparams_;
     int n_parallel_;
@@ -141,4 +151,4 @@ private:
     int32_t n_embd_ = 0;
 };
 
-}  // namespace funasr_engine
+}  // namespace funasr

@@ -1,7 +1,7 @@
 // Rows of one 2-D tensor of a GGUF file, read from the file on demand and dequantized with
 // ggml's own to_float (the values llama.cpp's get_rows gives). For tables of which a job needs a
-// few rows only: the LLM's token embeddings (csrc/asr_engine.cpp), the CTC head's output layer
-// (csrc/ctc_head.cpp).
+// few rows only: the LLM's token embeddings (engine.cpp), the CTC head's output layer
+// (ctc_head.cpp).
 #pragma once
 
 #include "ggml.h"
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-namespace funasr_engine {
+namespace funasr {
 
 class GgufRows {
 public:
@@ -70,4 +70,4 @@ private:
     size_t row_bytes_ = 0;
 };
 
-}  // namespace funasr_engine
+}  // namespace funasr

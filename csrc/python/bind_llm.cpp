@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "llama.h"
+#include "engine/tokens.h"
 #include "python/native.h"
 
 #include <algorithm>
@@ -14,19 +15,19 @@
 #include <vector>
 
 namespace py = pybind11;
-using funasr_py::native_error;
+using funasr::errc;
 
 namespace {
 
 class LlamaModel {
 public:
-    LlamaModel(const py::object & path, const funasr_py::context_options & opts)
-        : h_("LlamaModel", funasr_py::fspath(path), opts.n_gpu_layers) {
+    // without the GIL (the binding's factory releases it)
+    LlamaModel(const std::string & path, const funasr::context_options & opts) : h_("LlamaModel", path, opts.n_gpu_layers) {
         if (opts.n_ctx < 0) {
-            throw native_error(PyExc_ValueError, "n_ctx must be >= 0 (0 = the model's training context), got " +
+            throw funasr::error(errc::invalid_argument, "n_ctx must be >= 0 (0 = the model's training context), got " +
                                                  std::to_string(opts.n_ctx));
         }
-        llama_context_params cp = funasr_py::llama_handles::context_params(opts);  // n_ubatch: min(n_batch, 512)
+        llama_context_params cp = funasr::llama_handles::context_params(opts);  // n_ubatch: min(n_batch, 512)
         cp.n_outputs_max = 0;  // 0 means n_batch: every token of a batch may output logits
         h_.create_context(cp);
         n_ctx_ = llama_n_ctx(h_.ctx());      // padded by llama.cpp (multiple of 256)
@@ -41,39 +42,39 @@ public:
 
     std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) {
         h_.check_open();
-        return h_.locked([&] { return funasr_py::tokenize(h_.vocab(), text, add_special, parse_special); });
+        return funasr_py::locked(h_, [&] { return funasr::tokenize(h_.vocab(), text, add_special, parse_special); });
     }
 
     py::str detokenize(const py::object & tokens, bool unparse_special) {
         h_.check_open();
         const std::vector<llama_token> ids = funasr_py::token_ids(tokens, h_.n_vocab());
         // tokens may end inside a UTF-8 sequence (byte-level BPE): never fail on that
-        return funasr_py::utf8_text(h_.locked([&] { return common_detokenize(h_.vocab(), ids, unparse_special); }));
+        return funasr_py::utf8_text(funasr_py::locked(h_, [&] { return common_detokenize(h_.vocab(), ids, unparse_special); }));
     }
 
     py::bytes token_to_piece(int64_t id, bool special) {
         h_.check_open();
         if (id < 0 || id >= h_.n_vocab()) {
-            throw native_error(PyExc_ValueError, "token id " + std::to_string(id) + " is out of range [0, " +
+            throw funasr::error(errc::invalid_argument, "token id " + std::to_string(id) + " is out of range [0, " +
                                                  std::to_string(h_.n_vocab()) + ")");
         }
-        return py::bytes(h_.locked([&] { return common_token_to_piece(h_.vocab(), (llama_token) id, special); }));
+        return py::bytes(funasr_py::locked(h_, [&] { return common_token_to_piece(h_.vocab(), (llama_token) id, special); }));
     }
 
     // Logits of every position of `tokens` decoded as one sequence from position 0.
     py::array_t<float> eval_logits(const py::object & tokens) {
         h_.check_open();
         const std::vector<llama_token> ids = funasr_py::token_ids(tokens, h_.n_vocab());
-        if (ids.empty()) throw native_error(PyExc_ValueError, "eval_logits needs at least one token");
+        if (ids.empty()) throw funasr::error(errc::invalid_argument, "eval_logits needs at least one token");
         if (ids.size() > n_ctx_) {
-            throw native_error(PyExc_ValueError, std::to_string(ids.size()) + " tokens do not fit the context (n_ctx=" +
+            throw funasr::error(errc::invalid_argument, std::to_string(ids.size()) + " tokens do not fit the context (n_ctx=" +
                                                  std::to_string(n_ctx_) + ") of " + h_.path());
         }
         const size_t n = ids.size(), n_vocab = (size_t) h_.n_vocab();
         py::array_t<float> out({(py::ssize_t) n, (py::ssize_t) n_vocab});
         float * dst = out.mutable_data();  // filled below without the GIL; nothing else sees it yet
-        h_.locked([&] {
-            funasr_py::log_capture cap;
+        funasr_py::locked(h_, [&] {
+            funasr::log_capture cap;
             llama_context * ctx = h_.ctx();
             llama_memory_t mem = llama_get_memory(ctx);
             if (mem) llama_memory_clear(mem, true);  // every call starts from an empty KV cache
@@ -93,7 +94,7 @@ public:
                 const int32_t rc = llama_decode(ctx, batch);
                 const float * logits = rc == 0 ? llama_get_logits(ctx) : nullptr;
                 if (!logits) {
-                    throw native_error(PyExc_RuntimeError, "llama_decode failed (code " + std::to_string(rc) + ") at token " +
+                    throw funasr::error(errc::runtime, "llama_decode failed (code " + std::to_string(rc) + ") at token " +
                                                            std::to_string(start) + " of " + std::to_string(n) + " for " + h_.path());
                 }
                 std::memcpy(dst + start * n_vocab, logits, sizeof(float) * (size_t) m * n_vocab);
@@ -108,7 +109,7 @@ public:
     }
 
     // Cached at load; reading them still requires an open model, like every other call.
-    funasr_py::llama_handles & handles() { return h_; }
+    funasr::llama_handles & handles() { return h_; }
     int32_t n_vocab() const { h_.check_open(); return h_.n_vocab(); }
     int32_t n_embd() const { h_.check_open(); return llama_model_n_embd(h_.model()); }
     uint32_t n_ctx() const { h_.check_open(); return n_ctx_; }
@@ -128,7 +129,7 @@ private:
         return t == LLAMA_TOKEN_NULL ? py::object(py::none()) : py::object(py::int_(t));
     }
 
-    funasr_py::llama_handles h_;
+    funasr::llama_handles h_;
     uint32_t n_ctx_ = 0, n_batch_ = 0;
     llama_token bos_ = LLAMA_TOKEN_NULL, eos_ = LLAMA_TOKEN_NULL;
     std::vector<llama_token> eog_;  // sorted
@@ -143,11 +144,12 @@ void register_llm_bindings(py::module_ & m) {
     funasr_py::bind_lifetime(cls);
     cls.def(py::init([](const py::object & path, int n_ctx, int n_threads, int n_gpu_layers, int n_batch,
                          const std::string & flash_attn, const std::string & kv_type) {
-                 return new LlamaModel(path, {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type});
+                 const std::string file = funasr_py::fspath(path);
+                 py::gil_scoped_release nogil;  // loading reads the file
+                 return new LlamaModel(file, {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type});
              }),
-             py::arg("path"), py::kw_only(), py::arg("n_ctx") = 2048, py::arg("n_threads") = 0,
-             py::arg("n_gpu_layers") = -1, py::arg("n_batch") = 512, py::arg("flash_attn") = "auto",
-             py::arg("kv_type") = "f16",
+             py::arg("path"), py::kw_only(), py::arg("n_ctx"), py::arg("n_threads"), py::arg("n_gpu_layers"),
+             py::arg("n_batch"), py::arg("flash_attn"), py::arg("kv_type"),
              "Load the model at path (str or os.PathLike). n_threads=0: all cores; n_gpu_layers=-1: all;\n"
              "flash_attn: 'auto', 'on' or 'off'; kv_type: KV cache type 'f16', 'f32', 'bf16' or 'q8_0'.\n"
              "Raises FileNotFoundError / ValueError naming the path.")

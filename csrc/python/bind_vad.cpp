@@ -15,17 +15,17 @@
 #include <vector>
 
 namespace py = pybind11;
-using funasr_py::native_error;
+using funasr::errc;
 
 namespace {
 
 double number(const py::handle & v, const std::string & key) {
     if (py::isinstance<py::bool_>(v) || !(py::isinstance<py::int_>(v) || py::isinstance<py::float_>(v))) {
-        throw native_error(PyExc_TypeError, "VAD option " + key + " must be a number, not " +
+        throw funasr::error(errc::wrong_type, "VAD option " + key + " must be a number, not " +
                                                 std::string(py::str(py::type::of(v).attr("__name__"))));
     }
     const double x = v.cast<double>();
-    if (std::isnan(x)) throw native_error(PyExc_ValueError, "VAD option " + key + " is NaN");
+    if (std::isnan(x)) throw funasr::error(errc::invalid_argument, "VAD option " + key + " is NaN");
     return x;
 }
 
@@ -42,7 +42,7 @@ funasr_vad::options make_options(const funasr_vad::model_info & info, const py::
             o.silence_schedule.clear();
             for (auto pair : v) {
                 auto t = py::reinterpret_borrow<py::sequence>(pair);
-                if (py::len(t) != 2) throw native_error(PyExc_ValueError, "silence_schedule entries are (speech_ms, silence_ms) pairs");
+                if (py::len(t) != 2) throw funasr::error(errc::invalid_argument, "silence_schedule entries are (speech_ms, silence_ms) pairs");
                 o.silence_schedule.emplace_back(number(t[0], k), number(t[1], k));
             }
         } else if (k == "dynamic_silence" || k == "do_extend") {
@@ -56,12 +56,12 @@ funasr_vad::options make_options(const funasr_vad::model_info & info, const py::
         } else {
             const auto & list = funasr_vad::number_options();
             auto it = std::find_if(list.begin(), list.end(), [&](const auto & n) { return k == n.name; });
-            if (it == list.end()) throw native_error(PyExc_TypeError, "unknown VAD option " + k);
+            if (it == list.end()) throw funasr::error(errc::wrong_type, "unknown VAD option " + k);
             o.*(it->field) = number(v, k);
         }
     }
     const std::string bad = funasr_vad::check_options(o, info);
-    if (!bad.empty()) throw native_error(PyExc_ValueError, "VAD options: " + bad);
+    if (!bad.empty()) throw funasr::error(errc::invalid_argument, "VAD options: " + bad);
     return o;
 }
 
@@ -112,13 +112,13 @@ class VadModel {
 public:
     VadModel(const py::object & path_obj, int n_threads) {
         const std::string path = funasr_py::fspath(path_obj);
-        funasr_py::check_gguf_file(path);
-        const int32_t threads = funasr_py::thread_count(n_threads);
+        funasr::check_gguf_file(path);
+        const int32_t threads = funasr::thread_count(n_threads);
         try {
             py::gil_scoped_release nogil;
             model_ = std::make_unique<funasr_vad::model>(path, threads);
         } catch (const std::runtime_error & e) {
-            throw native_error(PyExc_ValueError, e.what());
+            throw funasr::error(errc::invalid_argument, e.what());
         }
         path_ = path;
     }
@@ -154,7 +154,7 @@ public:
 
     // every forward call's posteriors and decibels, as upstream computes them: [(first frame, posteriors [T, n_pdfs], decibels [T])]
     py::list chunks(const py::object & samples_obj, double chunk_size_ms) {
-        if (!(chunk_size_ms >= 15000)) throw native_error(PyExc_ValueError, "chunk_size_ms must be at least 15000");
+        if (!(chunk_size_ms >= 15000)) throw funasr::error(errc::invalid_argument, "chunk_size_ms must be at least 15000");
         const std::vector<float> x = funasr_py::float_samples(samples_obj, "samples");
         struct chunk {
             int64_t first;
@@ -195,7 +195,7 @@ public:
             auto post = py::array_t<float, py::array::c_style | py::array::forcecast>(t[0]);
             auto db = py::array_t<float, py::array::c_style | py::array::forcecast>(t[1]);
             if (post.ndim() != 2 || post.shape(1) != D || db.ndim() != 1 || db.shape(0) != post.shape(0)) {
-                throw native_error(PyExc_ValueError, "decide: each chunk is (posteriors [T, n_pdfs], decibels [T])");
+                throw funasr::error(errc::invalid_argument, "decide: each chunk is (posteriors [T, n_pdfs], decibels [T])");
             }
             data.emplace_back(std::vector<float>(post.data(), post.data() + post.size()),
                               std::vector<float>(db.data(), db.data() + db.size()));
@@ -224,7 +224,7 @@ void register_vad(py::module_ & m) {
     py::class_<VadModel>(m, "VadModel",
                          "FSMN-VAD from an fsmn_vad GGUF (converters/vad_gguf.py): upstream's offline\n"
                          "FsmnVADStreaming.inference on 16 kHz mono float samples.")
-        .def(py::init<const py::object &, int>(), py::arg("path"), py::kw_only(), py::arg("n_threads") = 0)
+        .def(py::init<const py::object &, int>(), py::arg("path"), py::kw_only(), py::arg("n_threads"))
         .def_property_readonly("info", &VadModel::info, "frontend and encoder sizes, and the checkpoint's options")
         .def("segments", &VadModel::segments, py::arg("samples"), py::arg("options") = py::dict(),
              "[(start_ms, end_ms)] as upstream's inference returns them; options change the checkpoint's")

@@ -1,8 +1,9 @@
-// funasr_cpp._core: the Python binding over libllama + libmtmd. This file holds the module, the
-// system and model information and quantization; LlamaModel is in py_llm.cpp, AsrModel in
-// py_asr.cpp, the test hooks (_core.testing) in py_testing.cpp, the shared helpers in py_native.cpp.
-// Native work runs with the GIL released; llama.cpp's log is captured so that failures surface as
-// Python exceptions carrying llama.cpp's own reason.
+// funasr_cpp._core: the Python binding over the engine, libllama and libmtmd. This file holds the
+// module, the system and model information and quantization; LlamaModel is in bind_llm.cpp,
+// AsrModel in bind_asr.cpp, VadModel in bind_vad.cpp, the shared helpers in native.cpp (the test
+// hooks are another module, funasr_cpp._testing: testing_module.cpp). Native work runs with the
+// GIL released; llama.cpp's log is captured so that failures surface as Python exceptions
+// carrying llama.cpp's own reason.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -27,9 +28,9 @@
 #endif
 
 namespace py = pybind11;
-using funasr_py::native_error;
+using funasr::errc;
 
-extern "C" int funasr_mtmd_patch_level(void);  // csrc/funasr_clip.cpp, inside libmtmd
+extern "C" int funasr_mtmd_patch_level(void);  // csrc/model/funasr_clip.cpp, inside libmtmd
 
 #ifndef FUNASR_CPP_VERSION
 #define FUNASR_CPP_VERSION "0.0.0"
@@ -126,7 +127,7 @@ py::list cpu_variants() {
 // ----------------------------------------------------------------------------- API
 void init(const std::string & lib_dir) {
     g_lib_dir = lib_dir;
-    funasr_py::install_log_callback();  // first: the backend loader logs too (quiet unless verbose)
+    funasr::install_log_callback();  // first: the backend loader logs too (quiet unless verbose)
 #ifdef FUNASR_GGML_BACKEND_DL
     ggml_backend_load_all_from_path(lib_dir.c_str());
 #endif
@@ -182,17 +183,17 @@ py::dict system_info() {
 
 // Loads a GGUF LLM without its weight data and reports its metadata.
 py::dict model_info(const std::string & path) {
-    funasr_py::check_gguf_file(path);
+    funasr::check_gguf_file(path);
     llama_model * model = nullptr;
     {
         py::gil_scoped_release nogil;
-        funasr_py::log_capture cap;
+        funasr::log_capture cap;
         llama_model_params p = llama_model_default_params();
         p.no_alloc = true;  // hparams, vocabulary and tensor shapes are checked; no weight data is read
         p.load_mode = LLAMA_LOAD_MODE_NONE;  // no_alloc cannot be combined with mmap
         p.n_gpu_layers = 0;
         model = llama_model_load_from_file(path.c_str(), p);
-        if (!model) throw native_error(PyExc_ValueError, "cannot load GGUF model " + path);
+        if (!model) throw funasr::error(errc::invalid_argument, "cannot load GGUF model " + path);
     }
     py::dict d;
     char desc[256];
@@ -246,47 +247,46 @@ void quantize(const py::object & src_obj, const py::object & dst_obj, const std:
     if (it == types.end()) {
         std::string valid;
         for (const auto & name : quant_type_names()) valid += (valid.empty() ? "" : ", ") + name;
-        throw native_error(PyExc_ValueError, "unknown quantization type '" + type + "' (valid: " + valid + ")");
+        throw funasr::error(errc::invalid_argument, "unknown quantization type '" + type + "' (valid: " + valid + ")");
     }
-    const int32_t threads = funasr_py::thread_count(n_threads);
-    funasr_py::check_gguf_file(src);
+    const int32_t threads = funasr::thread_count(n_threads);
+    funasr::check_gguf_file(src);
 
     std::error_code ec;
     if (fs::equivalent(src, dst, ec)) {  // false when dst does not exist yet
-        throw native_error(PyExc_ValueError, "destination is the source file: " + dst);
+        throw funasr::error(errc::invalid_argument, "destination is the source file: " + dst);
     }
-    if (fs::is_directory(dst, ec)) throw native_error(PyExc_IsADirectoryError, "destination is a directory: " + dst);
+    if (fs::is_directory(dst, ec)) throw funasr::error(errc::is_a_directory, "destination is a directory: " + dst);
     fs::path dir = fs::path(dst).parent_path();
     if (dir.empty()) dir = ".";
-    if (!fs::exists(dir, ec)) throw native_error(PyExc_FileNotFoundError, "destination directory does not exist: " + dir.string());
-    if (!fs::is_directory(dir, ec)) throw native_error(PyExc_NotADirectoryError, "destination directory is not a directory: " + dir.string());
+    if (!fs::exists(dir, ec)) throw funasr::error(errc::not_found, "destination directory does not exist: " + dir.string());
+    if (!fs::is_directory(dir, ec)) throw funasr::error(errc::not_a_directory, "destination directory is not a directory: " + dir.string());
     if (access(dir.c_str(), W_OK | X_OK) != 0) {
-        throw native_error(PyExc_PermissionError, "cannot write to the destination directory " + dir.string() + " (for " + dst + ")");
+        throw funasr::error(errc::permission_denied, "cannot write to the destination directory " + dir.string() + " (for " + dst + ")");
     }
 
     const std::string tmp = dst + ".tmp-" + std::to_string(getpid());
     py::gil_scoped_release nogil;
-    funasr_py::log_capture cap;
+    funasr::log_capture cap;
     llama_model_quantize_params qp = llama_model_quantize_default_params();
     qp.ftype = it->second;
     qp.nthread = threads;
     if (llama_model_quantize(src.c_str(), tmp.c_str(), &qp) != 0) {
         std::remove(tmp.c_str());
-        throw native_error(PyExc_ValueError, "cannot quantize " + src + " to " + key);
+        throw funasr::error(errc::invalid_argument, "cannot quantize " + src + " to " + key);
     }
     if (std::rename(tmp.c_str(), dst.c_str()) != 0) {
         const int err = errno;
         std::remove(tmp.c_str());
-        throw native_error(PyExc_OSError, "cannot move the quantized model to " + dst + ": " + std::strerror(err));
+        throw funasr::error(errc::io, "cannot move the quantized model to " + dst + ": " + std::strerror(err));
     }
 }
 
 }  // namespace
 
-void register_llm_bindings(py::module_ & m);      // csrc/py_llm.cpp
-void register_asr_bindings(py::module_ & m);      // csrc/py_asr.cpp
-void register_vad(py::module_ & m);               // csrc/py_vad.cpp
-void register_testing_bindings(py::module_ & m);  // csrc/py_testing.cpp
+void register_llm_bindings(py::module_ & m);  // bind_llm.cpp
+void register_asr_bindings(py::module_ & m);  // bind_asr.cpp
+void register_vad(py::module_ & m);           // bind_vad.cpp
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "funasr-cpp native core (llama.cpp + mtmd)";
@@ -294,7 +294,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("LLAMA_CPP_COMMIT") = LLAMA_CPP_BUILD_COMMIT;
     m.def("init", &init, py::arg("lib_dir"),
           "Load dynamic ggml backends from lib_dir (when built with GGML_BACKEND_DL) and init llama.cpp.");
-    m.def("set_verbose", &funasr_py::set_verbose, py::arg("verbose"),
+    m.def("set_verbose", &funasr::set_verbose, py::arg("verbose"),
           "Print llama.cpp/ggml log messages to stderr.");
     m.def("version_info", &version_info);
     m.def("system_info", &system_info);
@@ -302,22 +302,14 @@ PYBIND11_MODULE(_core, m) {
           "Portable builds: each ggml CPU variant module, its score on this CPU and whether it is loaded.");
     m.def("model_info", &model_info, py::arg("path"));
 
-    py::register_local_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const native_error & e) {
-            PyErr_SetString(e.type, e.msg.c_str());
-        }
-    });
+    funasr_py::register_error_translator();
 
     register_llm_bindings(m);
     m.attr("QUANT_TYPES") = py::tuple(py::cast(quant_type_names()));
     m.def("quantize", &quantize, py::arg("src"), py::arg("dst"), py::arg("type"), py::kw_only(),
-          py::arg("n_threads") = 0,
+          py::arg("n_threads"),
           "Quantize the GGUF LLM src into dst (type: one of QUANT_TYPES). dst is written via a temporary\n"
           "file in its directory and replaced only on success.");
     register_asr_bindings(m);
     register_vad(m);
-    py::module_ testing = m.def_submodule("testing", "single steps of the pipeline, for tests and benchmarks");
-    register_testing_bindings(testing);
 }
