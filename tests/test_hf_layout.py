@@ -13,7 +13,7 @@ import torch
 from fixtures.checkpoint import write_hf_checkpoint
 from fixtures.encoder import features
 from fixtures.prompts import PROMPT
-from funasr_cpp import _core
+from funasr_cpp import _testing
 from funasr_cpp.converters import ReleaseError, convert, open_release
 from funasr_cpp.llm import LlamaModel
 
@@ -46,7 +46,7 @@ def test_layout_is_recognised(hf):
 
 def test_rows_match_transformers(hf):
     """get_audio_features' rows (every position, transformers' LayerNorm eps) from the same features."""
-    enc = _core.testing.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
+    enc = _testing.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
     worst = 0.0
     for t in (1, 2, 7, 9, 38, 217, 500):
         feats = features(t, seed=t)
@@ -74,7 +74,7 @@ def test_features_are_the_extractors(hf, speech):
                      frame_shift=cfg["frame_shift"], sample_frequency=cfg["sampling_rate"], window_type=cfg["window"],
                      dither=0.0)
     want = FunAsrNanoFeatureExtractor._apply_lfr(ext, fb).numpy()
-    enc = _core.testing.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
+    enc = _testing.AudioEncoder(str(hf["mmproj"]), n_threads=1, flash_attn="off")
     ours = enc.features(x)
     assert ours.shape == want.shape
     strong = want > want.max(axis=1, keepdims=True) - 18
