@@ -237,21 +237,21 @@ def test_find_loop():
 
 
 class _Generation:
-    """A _core.Generation with other tokens."""
+    """A _core.Generation with other tokens (and their text)."""
 
-    def __init__(self, generation, tokens):
-        self._generation, self.tokens = generation, tokens
+    def __init__(self, generation, tokens, text):
+        self._generation, self.tokens, self.text = generation, tokens, text
 
     def __getattr__(self, name):
         return getattr(self._generation, name)
 
 
 class _LoopingJob:
-    def __init__(self, job, tokens):
-        self.job, self.tokens = job, tokens
+    def __init__(self, job, tokens, text):
+        self.job, self.tokens, self.text = job, tokens, text
 
     def result(self):
-        return _Generation(self.job.result(), self.tokens)
+        return _Generation(self.job.result(), self.tokens, self.text)
 
     def cancel(self):
         self.job.cancel()
@@ -269,7 +269,7 @@ class _LoopingAsr:
         toks = (self.prefix + self.loop * 1000)[:max_new_tokens]
         if self.eog:
             toks = toks[:-1]  # stopped by itself before the budget
-        return _LoopingJob(self.asr.submit(samples, prompt, max_new_tokens=1, **kwargs), toks)
+        return _LoopingJob(self.asr.submit(samples, prompt, max_new_tokens=1, **kwargs), toks, self.asr.detokenize(toks))
 
     def detokenize(self, ids, skip_special=True):
         return self.asr.detokenize(ids, skip_special=skip_special)

@@ -372,7 +372,8 @@ class PendingTranscription:
                 tokens, cut = list(gen.tokens), False
                 if call.options.repetition_guard:  # a segment that ran out of budget may be a runaway loop
                     tokens, cut = cut_repetition(tokens, p.budget)
-                text = postprocess(call.asr.detokenize(tokens))
+                # the engine detokenized the whole job; a cut one needs its shorter text
+                text = postprocess(call.asr.detokenize(tokens) if cut else gen.text)
                 self._timings.add(gen)
                 seg = Segment(p.start / SAMPLE_RATE, p.end / SAMPLE_RATE, text, tokens, cut)
                 if gen.ctc_best:
