@@ -41,7 +41,7 @@ def test_help_names_the_api_defaults(capsys):
 
 def test_help_without_the_native_extension():
     """Building the parser loads no native code: every --help (and convert) works where it is missing."""
-    from test_convert import run_without_native
+    from fixtures.native import run_without_native
 
     out = run_without_native("""
 import sys

@@ -16,6 +16,7 @@ from gguf import GGUFReader, dequantize
 
 from fixtures.checkpoint import write_checkpoint
 from fixtures.cli import scripts_path_env
+from fixtures.native import run_without_native
 from funasr_cpp.converters import ReleaseError, convert
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -410,23 +411,6 @@ def test_converters_run_as_a_module(ckpt, tmp_path):
 
 
 # a child Python in which the native extensions cannot be imported, as where they were never built
-NO_NATIVE = """
-import importlib.abc, sys
-class NoNative(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name in ("funasr_cpp._core", "funasr_cpp._testing"):
-            raise ImportError(f"{name} is hidden (test)")
-sys.meta_path.insert(0, NoNative())
-"""
-
-
-def run_without_native(code: str, *args: str):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-c", NO_NATIVE + code, *args], capture_output=True, text=True)
-
-
 def test_hidden_extension_really_is_hidden():
     out = run_without_native("import funasr_cpp; funasr_cpp.Model")
     assert out.returncode != 0 and "funasr_cpp._core is hidden" in out.stderr, out.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from funasr_cpp import TranscribeOptions, formats
-from funasr_cpp.cli import _output_paths
+from funasr_cpp.cli.transcribe import output_paths
 from funasr_cpp.types import Segment, Timings, Transcription, Word
 from funasr_cpp.options import token_budget
 
@@ -73,11 +73,11 @@ def test_write_never_replaces_and_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_output_names_never_collide(tmp_path):
     out = tmp_path / "out"
-    assert _output_paths(["a/x.wav", "b/y.wav"], out, "txt") == [out / "x.txt", out / "y.txt"]
-    assert _output_paths(["a/x.wav", "b/x.wav", "c.wav"], out, "txt") == [out / "a/x.txt", out / "b/x.txt",
+    assert output_paths(["a/x.wav", "b/y.wav"], out, "txt") == [out / "x.txt", out / "y.txt"]
+    assert output_paths(["a/x.wav", "b/x.wav", "c.wav"], out, "txt") == [out / "a/x.txt", out / "b/x.txt",
                                                                          out / "c.txt"]
-    assert _output_paths(["d/a/x.wav", "d/b/c/x.flac"], out, "srt") == [out / "a/x.srt", out / "b/c/x.srt"]
-    names = _output_paths(["x.wav", "x.flac", "x.wav"], out, "txt")
+    assert output_paths(["d/a/x.wav", "d/b/c/x.flac"], out, "srt") == [out / "a/x.srt", out / "b/c/x.srt"]
+    names = output_paths(["x.wav", "x.flac", "x.wav"], out, "txt")
     assert names == [out / "x.txt", out / "x-2.txt", out / "x-3.txt"]
     assert len(set(names)) == 3
 

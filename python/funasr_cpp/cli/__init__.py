@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from .transcribe import output_paths as _output_paths  # noqa: F401 - its old name, for tests/test_formats.py
-
 
 class _Version(argparse.Action):
     """``--version``: the versions come from the native extension, loaded only when asked."""
