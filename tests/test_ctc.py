@@ -216,7 +216,7 @@ def test_checkpoint_without_ctc(soft_gguf, speech_wavs):
         assert res.ctc_text is None and res.segments[0].end > 0 and res.segments[0].words == []
         assert res.timings.n_draft_tokens == 0
         with pytest.raises(ValueError, match="no CTC branch"):
-            m._asr.submit(np.zeros(16000, np.float32), build_prompt(), ctc=True)
+            m._asr.submit(np.zeros(16000, np.float32), build_prompt(), max_new_tokens=1, draft_max=0, ctc=True)
     with AsrModel(*soft_gguf, n_threads=1) as a:
         assert not a.has_ctc and a.ctc_vocab_size is None
         gen = a.generate(np.zeros(16000, np.float32), build_prompt(), max_new_tokens=1)
