@@ -342,10 +342,15 @@ def test_truncated_and_empty_wav(model, tmp_path):
     assert isinstance(res[0], ValueError) and "truncated" in str(res[0]) and res[1].duration == 6.5
 
 
-@pytest.mark.parametrize("n", [0, 1, 399])
+@pytest.mark.parametrize("n", [1, 399])
 def test_audio_shorter_than_25ms_is_empty(model, n):
     res = model.transcribe(np.zeros(n, np.float32), sample_rate=16000)
     assert res.text == "" and res.segments == [] and res.duration == n / 16000
+
+
+def test_audio_without_samples_is_an_error(model):
+    with pytest.raises(ValueError, match="no audio samples"):
+        model.transcribe(np.zeros(0, np.float32), sample_rate=16000)
 
 
 def test_mismatched_llm_and_mmproj(setup, mmproj_192):

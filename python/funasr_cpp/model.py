@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, keys
 from .draft import DraftSource, draft_tokens
 from .guard import cut_repetition
 from .hub import DEFAULT_MODEL, resolve_model, resolve_vad_model
@@ -118,7 +118,7 @@ class Model:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, source: Union[str, os.PathLike], *, cache_dir: Union[str, os.PathLike, None] = None,
-                        llm_type: str = "q8_0", mmproj_type: str = "auto", hub: str = "huggingface",
+                        llm_type: Optional[str] = None, mmproj_type: Optional[str] = None, hub: Optional[str] = None,
                         vad_model: Union[str, os.PathLike, None] = None, **kwargs: Any) -> "Model":
         """Load from a released checkpoint folder (funasr's layout, or the Transformers ``-hf``
         one; converted once into ``cache_dir or ~/.cache/funasr-cpp/models/<name>-<hash>/`` and
@@ -126,11 +126,14 @@ class Model:
         ``FunAudioLLM/Fun-ASR-Nano-2512`` (``hub="huggingface"`` or ``"modelscope"``; downloaded,
         then converted and cached): see :mod:`funasr_cpp.hub`. ``vad_model``: ``"fsmn-vad"``
         (upstream's FSMN-VAD from the same hub), a VAD hub id, release folder or GGUF, resolved the
-        same way (:func:`funasr_cpp.hub.resolve_vad_model`). ``kwargs`` go to :class:`Model`."""
+        same way (:func:`funasr_cpp.hub.resolve_vad_model`). ``llm_type``, ``mmproj_type`` and
+        ``hub`` left as None take :func:`funasr_cpp.hub.resolve_model`'s defaults. ``kwargs`` go to
+        :class:`Model`."""
+        where = {"hub": hub} if hub is not None else {}
         if vad_model is not None:
-            vad_model = resolve_vad_model(vad_model, cache_dir=cache_dir, hub=hub)
-        llm, mmproj = resolve_model(source, cache_dir=cache_dir, llm_type=llm_type,
-                                    mmproj_type=mmproj_type, hub=hub)
+            vad_model = resolve_vad_model(vad_model, cache_dir=cache_dir, **where)
+        types = {k: v for k, v in (("llm_type", llm_type), ("mmproj_type", mmproj_type)) if v is not None}
+        llm, mmproj = resolve_model(source, cache_dir=cache_dir, **types, **where)
         return cls(llm, mmproj, vad_model=vad_model, **kwargs)
 
     # -- lifetime --------------------------------------------------------------------------
@@ -179,7 +182,7 @@ class Model:
                              "Segment start/end times work without it.")
         if self._ctc_tokenizer() is None:
             raise ValueError(f"word_timestamps=True needs the CTC tokenizer, and {self.mmproj_path} has none "
-                             "(funasr.ctc.tiktoken_ranks): convert a release that has multilingual.tiktoken")
+                             f"({keys.KEY_CTC_TIKTOKEN_RANKS}): convert a release that has multilingual.tiktoken")
 
     # -- inference -------------------------------------------------------------------------
     def transcribe(self, audio: AudioInput, options: Optional[TranscribeOptions] = None, *,
@@ -255,6 +258,8 @@ class Model:
         mode = self._vad_mode(opts)
 
         x = load_audio(audio, sample_rate=sample_rate)
+        if x.size == 0:  # a file without samples is refused by load_audio, naming the file
+            raise ValueError("no audio samples: the audio array is empty")
         total = x.size / SAMPLE_RATE
         t_vad = time.perf_counter()
         spans = self._spans(x, opts, mode)

@@ -85,7 +85,7 @@ class Transcriber:
 
     def __init__(self, model: Union[str, os.PathLike, None] = None, *, llm: Union[str, os.PathLike, None] = None,
                  mmproj: Union[str, os.PathLike, None] = None, vad_model: Union[str, os.PathLike, None] = None,
-                 hub: str = "huggingface", options: Union[TranscribeOptions, dict, None] = None,
+                 hub: Optional[str] = None, options: Union[TranscribeOptions, dict, None] = None,
                  n_threads: Optional[int] = None, **load: Any):
         from .model import Model
 
@@ -99,7 +99,7 @@ class Transcriber:
         if llm is not None:
             from .hub import resolve_vad_model
 
-            vad = resolve_vad_model(vad_model, hub=hub) if vad_model is not None else None
+            vad = resolve_vad_model(vad_model, **({"hub": hub} if hub else {})) if vad_model is not None else None
             self.model = Model(llm, mmproj, n_threads=n_threads, vad_model=vad, **load)
         else:
             from .hub import DEFAULT_MODEL
@@ -252,7 +252,7 @@ def _write_parts(ds: Any, out: Path, report: CorpusReport, n_files: int, progres
 def transcribe_corpus(inputs: Sequence[Union[str, os.PathLike]], output: Union[str, os.PathLike], *,
                       model: Union[str, os.PathLike, None] = None, llm: Union[str, os.PathLike, None] = None,
                       mmproj: Union[str, os.PathLike, None] = None, vad_model: Union[str, os.PathLike, None] = None,
-                      hub: str = "huggingface", options: Optional[TranscribeOptions] = None,
+                      hub: Optional[str] = None, options: Optional[TranscribeOptions] = None,
                       ray_address: Optional[str] = None, actors: Optional[int] = None,
                       cpus_per_actor: Optional[int] = None, batch_size: int = 8, limit: Optional[int] = None,
                       progress: bool = True, **load: Any) -> CorpusReport:
