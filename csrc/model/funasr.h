@@ -60,6 +60,8 @@ struct clip_graph_funasr : clip_graph {
     ggml_cgraph * build() override;
 
 private:
+    ggml_tensor * build_lfr_input(int64_t n_sub, int64_t n_mel);
+    ggml_tensor * build_encoder(ggml_tensor * cur);
     ggml_tensor * build_transformer(ggml_tensor * cur, ggml_tensor * const mlp[4], const std::vector<clip_layer> & blocks,
                                     int k, int n_heads, float eps, int il0, const char * name);
     void build_ctc(ggml_tensor * enc_out);

@@ -98,10 +98,10 @@ void clip_graph_funasr::build_ctc(ggml_tensor * enc_out) {
     ggml_build_forward_expand(gf, feats);
 }
 
-ggml_cgraph * clip_graph_funasr::build() {
+// The encoder's input: the preprocessor's layout (funasr_mtmd_mel) back to LFR rows, scaled, plus
+// the positions. -> [n_feat, n_frames]
+ggml_tensor * clip_graph_funasr::build_lfr_input(int64_t n_sub, int64_t n_mel) {
     const auto & fp = hparams.funasr;
-    const int64_t n_sub = img.nx();            // lfr_m sub-frames per LFR frame
-    const int64_t n_mel = img.ny();
     const int lfr_m = fp.frontend.lfr_m;
     const int64_t n_frames = n_sub / lfr_m;    // LFR frames (60 ms each)
     const int64_t n_feat = n_mel * lfr_m;      // 560
@@ -120,7 +120,14 @@ ggml_cgraph * clip_graph_funasr::build() {
                                      model.position_embeddings->nb[1], 0);
     cur = ggml_add(ctx0, cur, pos);
     cb(cur, "enc_in", -1);
+    return cur;
+}
 
+// SenseVoiceEncoderSmall: encoders0 + encoders, after_norm, tp_encoders, tp_norm (SAN-M blocks:
+// self-attention plus the FSMN memory of v). cur: [n_feat, T] -> [n_embd, T]
+ggml_tensor * clip_graph_funasr::build_encoder(ggml_tensor * cur) {
+    const auto & fp = hparams.funasr;
+    const int64_t n_frames = cur->ne[1];
     const float enc_kq_scale = 1.0f / std::sqrt((float) d_head);
     const int fsmn_left  = fp.fsmn_left(hparams.audio_conv_kernel_size);
     const int fsmn_right = fp.fsmn_right(hparams.audio_conv_kernel_size);
@@ -156,6 +163,13 @@ ggml_cgraph * clip_graph_funasr::build() {
     }
     cur = build_norm(cur, model.mm_norm_pre_w, model.mm_norm_pre_b, NORM_TYPE_NORMAL, eps, -1);  // tp_norm
     cb(cur, "enc_out", -1);
+    return cur;
+}
+
+ggml_cgraph * clip_graph_funasr::build() {
+    const auto & fp = hparams.funasr;
+    const int64_t n_sub = img.nx();  // lfr_m sub-frames per LFR frame
+    ggml_tensor * cur = build_encoder(build_lfr_input(n_sub, img.ny()));
 
     if (want_ctc && fp.has_ctc()) {
         build_ctc(cur);  // before the adaptor: the audio rows stay the graph's last node

@@ -133,7 +133,8 @@ void decider::reset_detection() {
     win_speech_ = false;
 }
 
-// FsmnVADStreaming.DetectOneFrame
+// FsmnVADStreaming.DetectOneFrame. One function of ~65 lines on purpose: its branches are
+// upstream's, in upstream's order, so that the two read side by side.
 void decider::detect_frame(bool speech, int64_t t, bool final_frame) {
     speech                 = speech && std::fabs(1.0) > o_.fe_prior_thres;
     const change ch        = window_detect(speech);
