@@ -1,5 +1,6 @@
-// The ASR prompt block of a chat template (see funasr_chat.h). Its format, one entry per line inside
-// a Jinja comment, so that rendering the template ignores it:
+// The ASR prompt block of a chat template: FunASRNano.get_prompt's instructions (funasr 1.4.16
+// models/fun_asr_nano/model.py), as our converter writes them (see funasr_chat.h). Its format, one
+// entry per line inside a Jinja comment, so that rendering the template ignores it:
 //   {#- asr-prompt
 //   user=<instruction without a language>
 //   user_language=<instruction with {language} where the language's name goes>

@@ -340,7 +340,7 @@ void read_encoder(const gguf_context * g, const std::string & path, model_info &
     const funasr_frontend_params & fe = I.frontend;
     if (fe.sample_rate != 16000 || fe.lfr_n != 1 || fe.lfr_m % 2 == 0 || I.input_dim != fe.n_mels * fe.lfr_m ||
         I.lorder < 2 || I.lstride < 1 || (I.rorder > 0 && I.rstride < 1) || I.fsmn_layers < 1) {
-        throw std::runtime_error(path + ": frontend/encoder values this runtime cannot run (see converters/vad_gguf.py)");
+        throw std::runtime_error(path + ": frontend/encoder values this runtime cannot run (see funasr_cpp/converters/vad_gguf.py)");
     }
 }
 
