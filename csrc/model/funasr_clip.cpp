@@ -61,10 +61,6 @@ std::vector<float> get_f32_array(const gguf_context * ctx, const char * key) {
     return std::vector<float>(data, data + gguf_get_arr_n(ctx, id));
 }
 
-}  // namespace
-
-namespace {
-
 [[noreturn]] void refuse(const std::string & key, const std::string & value, const std::string & supported) {
     throw std::runtime_error("funasr: mmproj key " + key + " = " + value + " is not supported (" + supported + ")");
 }
