@@ -33,15 +33,8 @@ void register_error_translator() {
             if (p) std::rethrow_exception(p);
         } catch (const funasr::error & e) {
             PyErr_SetString(python_type(e.code()), e.what());
-        } catch (const native_error & e) {
-            PyErr_SetString(e.type, e.msg.c_str());
         }
     });
-}
-
-native_error::native_error(PyObject * t, const std::string & m) : type(t), msg(m) {
-    const std::string logged = log_capture::text();
-    if (!logged.empty()) msg += ": " + logged;
 }
 
 // ----------------------------------------------------------------------------- arguments

@@ -30,15 +30,6 @@ using funasr::thread_count;
 void register_error_translator();
 PyObject * python_type(funasr::errc code);
 
-// Transitional: a Python exception type named directly. The bindings raise funasr::error; this
-// stays only for csrc/testing/ until it does too.
-struct native_error : std::exception {
-    PyObject * type;
-    std::string msg;
-    native_error(PyObject * type, const std::string & msg);
-    const char * what() const noexcept override { return msg.c_str(); }
-};
-
 // ----------------------------------------------------------------------------- arguments
 std::string fspath(const py::handle & obj);          // str or os.PathLike -> str
 // a 1-D sequence or array of integer token ids in [0, n_vocab) (with the GIL held)

@@ -1,12 +1,12 @@
 // funasr_cpp._testing: hooks into single steps of the pipeline for the parity tests and the
-// benchmarks (csrc/testing/module.cpp), a module of their own that the product never imports.
+// benchmarks (csrc/python/testing_hooks.cpp), a module of their own that the product never imports.
 #include <pybind11/pybind11.h>
 
 #include "python/native.h"
 
 namespace py = pybind11;
 
-void register_testing_bindings(py::module_ & m);  // csrc/testing/module.cpp
+void register_testing_bindings(py::module_ & m);  // csrc/python/testing_hooks.cpp
 
 PYBIND11_MODULE(_testing, m) {
     m.doc() = "funasr-cpp test hooks: single steps of the pipeline, for tests and benchmarks";

@@ -1,4 +1,4 @@
-// funasr_cpp._testing: hooks into single steps of the pipeline for the parity tests and the
+// funasr_cpp._testing (its module: testing_module.cpp): hooks into single steps of the pipeline for the parity tests and the
 // benchmarks; the product path (funasr_cpp.Model) goes through AsrModel only.
 //   frontend_features / frontend_mtmd_chunks  the fbank + LFR frontend (csrc/frontend/frontend.cpp)
 //   AudioEncoder                              the mmproj's encoder + adaptor through clip
@@ -19,7 +19,6 @@
 #include <vector>
 
 namespace py = pybind11;
-using funasr_py::native_error;
 
 namespace {
 
@@ -47,7 +46,7 @@ py::array_t<float> frontend_features(const py::object & samples_obj, const py::o
                                      const py::object & cmvn_scale) {
     const std::vector<float> samples = funasr_py::float_samples(samples_obj, "samples");
     if (cmvn_shift.is_none() != cmvn_scale.is_none()) {
-        throw native_error(PyExc_ValueError, "cmvn_shift and cmvn_scale must be given together");
+        throw funasr::error(funasr::errc::invalid_argument, "cmvn_shift and cmvn_scale must be given together");
     }
     std::unique_ptr<funasr_frontend> own;
     const funasr_frontend * fe = &default_frontend();
@@ -58,7 +57,7 @@ py::array_t<float> frontend_features(const py::object & samples_obj, const py::o
         try {
             own = std::make_unique<funasr_frontend>(p);
         } catch (const std::invalid_argument & e) {
-            throw native_error(PyExc_ValueError, e.what());
+            throw funasr::error(funasr::errc::invalid_argument, e.what());
         }
         fe = own.get();
     }
@@ -78,7 +77,7 @@ py::list frontend_mtmd_chunks(const py::object & samples_obj, int chunk_seconds)
         py::gil_scoped_release nogil;
         ok = funasr_audio_to_mel_chunks(default_frontend(), chunk_seconds, samples.data(), samples.size(), chunks);
     }
-    if (!ok) throw native_error(PyExc_RuntimeError, "funasr: audio preprocessing failed");
+    if (!ok) throw funasr::error(funasr::errc::runtime, "funasr: audio preprocessing failed");
     py::list out;
     for (const auto & c : chunks) {
         py::array_t<float> a({(py::ssize_t) c.n_mel, (py::ssize_t) c.n_len});
@@ -96,9 +95,9 @@ public:
         const llama_flash_attn_type fa = funasr_py::parse_flash_attn(flash_attn);
         try {
             funasr_py::check_gguf_file(path_);
-        } catch (const native_error & e) {
-            if (e.type != PyExc_ValueError) throw;
-            throw native_error(PyExc_ValueError, "cannot load the audio encoder of mmproj " + path_ + ": " + e.msg);
+        } catch (const funasr::error & e) {
+            if (e.code() != funasr::errc::invalid_argument) throw;
+            throw funasr::error(funasr::errc::invalid_argument, "cannot load the audio encoder of mmproj " + path_ + ": " + e.what());
         }
         clip_context_params p{};
         p.use_gpu = use_gpu;
@@ -113,12 +112,12 @@ public:
             funasr_py::log_capture cap;
             clip_init_result res = clip_init(path_.c_str(), p);
             if (res.ctx_v) clip_free(res.ctx_v);
-            if (!res.ctx_a) throw native_error(PyExc_ValueError, "cannot load the audio encoder of mmproj " + path_);
+            if (!res.ctx_a) throw funasr::error(funasr::errc::invalid_argument, "cannot load the audio encoder of mmproj " + path_);
             ctx_.reset(res.ctx_a);
         }
         const auto & hp = *clip_get_hparams(ctx_.get());
         if (!clip_has_audio_encoder(ctx_.get()) || hp.funasr.enc_blocks == 0) {
-            throw native_error(PyExc_ValueError, path_ + " is not a funasr mmproj");
+            throw funasr::error(funasr::errc::invalid_argument, path_ + " is not a funasr mmproj");
         }
         n_mel_ = hp.n_mel_bins;
         lfr_m_ = hp.funasr.frontend.lfr_m;
@@ -171,10 +170,10 @@ public:
     // feats: LFR rows [T, n_mel * lfr_m] -> the audio rows the LLM sees [n_tokens, n_embd]
     py::array_t<float> encode(const py::array_t<float, py::array::c_style | py::array::forcecast> & feats) {
         if (feats.ndim() != 2 || feats.shape(1) != (py::ssize_t) n_mel_ * lfr_m_) {
-            throw native_error(PyExc_ValueError, "features must be [T, " + std::to_string(n_mel_ * lfr_m_) + "]");
+            throw funasr::error(funasr::errc::invalid_argument, "features must be [T, " + std::to_string(n_mel_ * lfr_m_) + "]");
         }
         const int64_t t = feats.shape(0);
-        if (t == 0) throw native_error(PyExc_ValueError, "no frames to encode");
+        if (t == 0) throw funasr::error(funasr::errc::invalid_argument, "no frames to encode");
         mtmd_audio_mel mel = funasr_mtmd_mel(feats.data(), t, n_mel_, lfr_m_);  // as the preprocessor emits it
         clip_image_f32 img;
         img.set_size({mel.n_len, mel.n_mel}, false, true);
@@ -191,7 +190,7 @@ public:
             batch.is_audio = true;
             batch.entries.push_back(std::move(img));
             if (!clip_image_batch_encode(ctx_.get(), n_threads_, &batch, out)) {
-                throw native_error(PyExc_RuntimeError, "the audio encoder of " + path_ + " failed");
+                throw funasr::error(funasr::errc::runtime, "the audio encoder of " + path_ + " failed");
             }
         }
         return rows_array(out, n_embd);
