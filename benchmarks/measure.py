@@ -180,7 +180,7 @@ def torch_(spec: dict) -> dict:
     return measure(spec)
 
 
-# --------------------------------------------------------------------------------------------- [3/8]
+# ---------------------------------------------------------------------------------------------
 # ctc_draft off: these measure the engine like for like with upstream, whose CTC head the torch
 # runs drop (timestamps() measures what the head costs)
 _FIXED = {"max_tokens_per_second": None, "repetition_guard": False, "ignore_eos": True, "ctc_draft": False}

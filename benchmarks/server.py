@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Transcription servers under load ([6/8]): `funasr-cpp serve` vs the stock llama-server on the
+"""Transcription servers under load: `funasr-cpp serve` vs the stock llama-server on the
 same GGUF pair, the 10 s clips at concurrency 1, 4 and 8 (a bounded loop of requests on loopback).
 
     python benchmarks/server.py                      # real shapes; ~15 min on 2 cores

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Throughput of the batched engine ([3/8]): batching, speculative decoding, the long file, the
+"""Throughput of the batched engine: batching, speculative decoding, the long file, the
 encoder at the default mmproj type against PyTorch, peak RSS at batch 8.
 
     python benchmarks/throughput.py               # real shapes; ~40 min on 2 cores

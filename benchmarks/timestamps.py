@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the CTC head costs ([4/8]): the 10 s clip and the 5-minute file with the head off, with the
+"""What the CTC head costs: the 10 s clip and the 5-minute file with the head off, with the
 default CTC draft, and with word timestamps; 2 threads, q8_0 LLM, the default mmproj type.
 
     python benchmarks/timestamps.py               # real shapes; ~15 min on 2 cores

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""FSMN-VAD ([5/8]): what it costs, and what it changes end to end.
+"""FSMN-VAD: what it costs, and what it changes end to end.
 
     python benchmarks/vad.py                        # ~15 min on 2 cores
     python benchmarks/vad.py --quick --out /tmp/v   # smoke run (tiny ASR model, short audio)

@@ -1,4 +1,4 @@
-"""The CTC head end to end ([4/8]): its log-probabilities from the encoder pass, upstream's
+"""The CTC head end to end: its log-probabilities from the encoder pass, upstream's
 ctc_text / ctc_timestamps / timestamps, word times through Model.transcribe and the CLI, the CTC
 draft, and checkpoints without the head. Oracle: upstream funasr AutoModel.generate on a tiny
 release with the CTC branch (fixtures.upstream.Upstream: fp32, dither 0), its forced_align

@@ -1,4 +1,4 @@
-"""The C++ funasr frontend (Kaldi fbank + LFR + CMVN, csrc/funasr_audio.cpp) against funasr's WavFrontend.
+"""The C++ funasr frontend (Kaldi fbank + LFR + CMVN, csrc/frontend/frontend.cpp) against funasr's WavFrontend.
 
 Reference: funasr 1.4.16 WavFrontend with Fun-ASR-Nano's frontend_conf and dither 0, fed a 1-D torch
 tensor through extract_fbank as FunASRNano.inference does. Both sides get the same 16 kHz float32 array.

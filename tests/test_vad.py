@@ -1,4 +1,4 @@
-"""FSMN-VAD (funasr_cpp.vad, csrc/fsmn_vad.cpp) against upstream funasr's FsmnVADStreaming on
+"""FSMN-VAD (funasr_cpp.vad, csrc/vad/fsmn_vad.cpp) against upstream funasr's FsmnVADStreaming on
 random-weight releases of the real layout (fixtures/vad_checkpoint.py: a loudness path through the
 network makes quiet frames silence and loud ones speech, so the state machine is exercised).
 

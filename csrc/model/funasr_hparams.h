@@ -4,7 +4,7 @@
 // Included by the patched clip-model.h (clip_hparams::funasr), so it must not depend on clip.
 //
 // Defaults are upstream's code defaults, used when a key is missing (the frontend's are in
-// frontend/frontend.h); the README lists them. funasr_load_hparams (funasr_clip.cpp) fills this
+// frontend/frontend.h); docs/ARCHITECTURE.md lists them. funasr_load_hparams (funasr_clip.cpp) fills this
 // struct and refuses values the graph cannot run.
 #pragma once
 

@@ -1,4 +1,4 @@
-// funasr_cpp._core.VadModel: the FSMN-VAD of csrc/fsmn_vad.cpp for Python (funasr_cpp.vad drives it).
+// funasr_cpp._core.VadModel: the FSMN-VAD of csrc/vad/fsmn_vad.cpp for Python (funasr_cpp.vad drives it).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -222,7 +222,7 @@ private:
 
 void register_vad(py::module_ & m) {
     py::class_<VadModel>(m, "VadModel",
-                         "FSMN-VAD from an fsmn_vad GGUF (converters/vad_gguf.py): upstream's offline\n"
+                         "FSMN-VAD from an fsmn_vad GGUF (funasr_cpp/converters/vad_gguf.py): upstream's offline\n"
                          "FsmnVADStreaming.inference on 16 kHz mono float samples.")
         .def(py::init<const py::object &, int>(), py::arg("path"), py::kw_only(), py::arg("n_threads"))
         .def_property_readonly("info", &VadModel::info, "frontend and encoder sizes, and the checkpoint's options")

@@ -89,7 +89,7 @@ def model_info(path: str | os.PathLike) -> dict:
     return _core.model_info(path)
 
 
-# mmproj keys `funasr-cpp info` shows, in this order (README: the key table)
+# mmproj keys `funasr-cpp info` shows, in this order (docs/ARCHITECTURE.md: the mmproj keys)
 _MMPROJ_KEYS = (keys.KEY_GENERAL_NAME, keys.KEY_CLIP_PROJ_TYPE, keys.KEY_SOURCE_LAYOUT, keys.KEY_SOURCE_VARIANT,
                 keys.KEY_SOURCE_RELEASE, keys.KEY_SOURCE_FILES, keys.KEY_CTC_STATUS, keys.KEY_CTC_MISSING,
                 keys.KEY_ADP_LOW_FRAME_RATE, keys.KEY_ADP_DOWNSAMPLE,

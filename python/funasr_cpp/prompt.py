@@ -63,7 +63,7 @@ _TRANSCRIBE_INTO = "语音转写成{language}"
 
 def asr_prompt_block() -> str:
     """The instruction as a server that knows only a language builds it (llama-server's
-    /v1/audio/transcriptions, patched: csrc/funasr_chat.cpp): a Jinja comment the converter puts
+    /v1/audio/transcriptions, patched: csrc/model/funasr_chat.cpp): a Jinja comment the converter puts
     into the LLM GGUF's chat template. ITN on, no hotwords: upstream's defaults."""
     lines = ["{#- asr-prompt", "user=" + _TRANSCRIBE + "：", "user_language=" + _TRANSCRIBE_INTO + "："]
     lines += [f"language={code}={name}" for code, name in LANGUAGES.items()]

@@ -13,7 +13,7 @@ its first frame, its end frame and its score, the highest per-frame probability 
 An alignment that cannot be made (no tokens, more tokens + repeats than frames, a blank or an
 out-of-range id among them) gives no timestamps, as upstream's ``except Exception: pass`` does.
 
-The CTC head itself runs in the encoder's graph (csrc/funasr_graph.cpp, in the same pass); the
+The CTC head itself runs in the encoder's graph (csrc/model/funasr_graph.cpp, in the same pass); the
 engine hands back each frame's greedy token and, for any tokens asked for, their log-probabilities
 (``_core.AsrModel.ctc_log_probs``): :func:`segment_ctc` needs only the columns of the tokens it aligns.
 

@@ -4,7 +4,7 @@ Upstream transcribes long audio as ``AutoModel(model=..., vad_model="fsmn-vad",
 vad_kwargs={"max_single_segment_time": 30000})``: FSMN-VAD cuts the recording into speech segments
 of at most 30 s, each is recognised alone, and the texts are joined in time order. :class:`FsmnVad`
 is that VAD (funasr 1.4.16 funasr/models/fsmn_vad_streaming/): the FSMN network as a ggml graph
-and upstream's offline decision logic, both in csrc/fsmn_vad.cpp, so that the segments are
+and upstream's offline decision logic, both in csrc/vad/fsmn_vad.cpp, so that the segments are
 upstream's [start_ms, end_ms] for the same audio. It reads its own GGUF, converted from the release
 folder (``funasr-cpp convert VAD_DIR``; :func:`funasr_cpp.hub.resolve_vad_model` downloads and
 converts ``"fsmn-vad"`` once and caches it).
