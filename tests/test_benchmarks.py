@@ -126,3 +126,13 @@ def test_ray_data_quick_smoke(tmp_path):
     assert res["same_texts_everywhere"]
     for r in res["rows"]:
         assert r["wall_s"] > 0 and r["audio_s"] == 60.0 and r["audio_h_per_h"] > 0
+
+
+def test_builds_ab_tiny_smoke(tmp_path):
+    """benchmarks/builds_ab.py --tiny: the same build as A and B, alternated; both sides measured alike."""
+    out = run_script("builds_ab.py", tmp_path, "--tiny", "--a", "", "--b", "", "--seconds", "3", "--rounds", "2",
+                     "--runs", "1", "--threads", "1", "--tokens", "8")
+    res = json.loads((out / "builds_ab.json").read_text())
+    assert set(res["medians"]) == {"a 3s", "b 3s"}
+    for m in res["medians"].values():
+        assert m["n"] == 2 and m["total_ms"] >= m["encode_ms"] > 0 and m["tokens_per_s"] > 0
