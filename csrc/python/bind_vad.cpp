@@ -1,9 +1,11 @@
-// funasr_cpp._core.VadModel: the FSMN-VAD of csrc/vad/fsmn_vad.cpp for Python (funasr_cpp.vad drives it).
+// funasr_cpp._core.VadModel and VadStream: the FSMN-VAD of csrc/vad/ (fsmn_vad.cpp, vad_stream.cpp) for
+// Python (funasr_cpp.vad drives them).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include "vad/fsmn_vad.h"
+#include "vad/vad_stream.h"
 #include "python/native.h"
 
 #include <algorithm>
@@ -108,6 +110,47 @@ py::list segment_list(const std::vector<funasr_vad::segment> & segs) {
     return out;
 }
 
+// the model and the lock its calls take turns on, shared by the VadModel and its streams
+struct shared_model {
+    std::unique_ptr<funasr_vad::model> model;
+    std::mutex mu;
+};
+
+// A streaming session on a VadModel: upstream's generate(chunk, cache, is_final, chunk_size) call by call.
+class VadStream {
+public:
+    VadStream(std::shared_ptr<shared_model> m, const funasr_vad::options & o) : m_(std::move(m)) {
+        std::lock_guard<std::mutex> lock(m_->mu);
+        try {
+            s_ = std::make_unique<funasr_vad::stream>(*m_->model, o);
+        } catch (const std::invalid_argument & e) {
+            throw funasr::error(errc::invalid_argument, std::string("VAD options: ") + e.what());
+        }
+    }
+
+    py::list feed(const py::object & samples_obj, bool final) {
+        if (s_->finished()) {
+            throw funasr::error(errc::invalid_argument, "the VAD stream has ended: a chunk was fed with final=True");
+        }
+        const samples_view x = view_samples(samples_obj);
+        std::vector<funasr_vad::segment> out;
+        {
+            py::gil_scoped_release nogil;
+            std::lock_guard<std::mutex> lock(m_->mu);
+            s_->feed(x.data, x.size, final, out);
+        }
+        return segment_list(out);
+    }
+
+    bool finished() const { return s_->finished(); }
+    int64_t samples_fed() const { return s_->samples_fed(); }
+    size_t state_bytes() const { return s_->state_bytes(); }
+
+private:
+    std::shared_ptr<shared_model> m_;
+    std::unique_ptr<funasr_vad::stream> s_;
+};
+
 class VadModel {
 public:
     VadModel(const py::object & path_obj, int n_threads) {
@@ -116,7 +159,7 @@ public:
         const int32_t threads = funasr::thread_count(n_threads);
         try {
             py::gil_scoped_release nogil;
-            model_ = std::make_unique<funasr_vad::model>(path, threads);
+            m_->model = std::make_unique<funasr_vad::model>(path, threads);
         } catch (const std::runtime_error & e) {
             throw funasr::error(errc::invalid_argument, e.what());
         }
@@ -124,7 +167,7 @@ public:
     }
 
     py::dict info() const {
-        const auto & I = model_->info();
+        const auto & I = m_->model->info();
         py::dict d;
         d["path"] = path_;
         d["sample_rate"] = I.frontend.sample_rate;
@@ -141,13 +184,13 @@ public:
     }
 
     py::list segments(const py::object & samples_obj, const py::dict & opts) {
-        const funasr_vad::options o = make_options(model_->info(), opts);
+        const funasr_vad::options o = make_options(m_->model->info(), opts);
         const samples_view x = view_samples(samples_obj);
         std::vector<funasr_vad::segment> segs;
         {
             py::gil_scoped_release nogil;
-            std::lock_guard<std::mutex> lock(mu_);
-            segs = model_->segments(x.data, x.size, o);
+            std::lock_guard<std::mutex> lock(m_->mu);
+            segs = m_->model->segments(x.data, x.size, o);
         }
         return segment_list(segs);
     }
@@ -163,15 +206,15 @@ public:
         std::vector<chunk> got;
         {
             py::gil_scoped_release nogil;
-            std::lock_guard<std::mutex> lock(mu_);
-            model_->run(x.data(), x.size(), chunk_size_ms, nullptr,
+            std::lock_guard<std::mutex> lock(m_->mu);
+            m_->model->run(x.data(), x.size(), chunk_size_ms, nullptr,
                         [&](int64_t first, int64_t T, const float * post, const float * db, bool) {
-                            got.push_back({first, std::vector<float>(post, post + T * model_->info().output_dim),
+                            got.push_back({first, std::vector<float>(post, post + T * m_->model->info().output_dim),
                                            std::vector<float>(db, db + T)});
                         });
         }
         py::list out;
-        const int D = model_->info().output_dim;
+        const int D = m_->model->info().output_dim;
         for (const auto & c : got) {
             const py::ssize_t T = (py::ssize_t) c.db.size();
             py::array_t<float> post({T, (py::ssize_t) D});
@@ -187,8 +230,8 @@ public:
 
     // the decision logic alone on given posteriors: chunks = [(posteriors [T, n_pdfs], decibels [T])], the last final
     py::list decide(const py::list & chunks, const py::dict & opts) {
-        const funasr_vad::options o = make_options(model_->info(), opts);
-        const int D = model_->info().output_dim;
+        const funasr_vad::options o = make_options(m_->model->info(), opts);
+        const int D = m_->model->info().output_dim;
         std::vector<std::pair<std::vector<float>, std::vector<float>>> data;
         for (auto c : chunks) {
             auto t = py::reinterpret_borrow<py::sequence>(c);
@@ -203,19 +246,22 @@ public:
         funasr_vad::segmenter seg(o);
         std::vector<funasr_vad::segment> out;
         for (size_t i = 0; i < data.size(); ++i) {
-            seg.begin_chunk();
+            seg.begin_chunk(o.chunk_size_ms);
             seg.chunk(data[i].first.data(), D, data[i].second.data(), (int64_t) data[i].second.size(),
                       i + 1 == data.size(), out);
         }
         return segment_list(out);
     }
 
-    int64_t n_frames(size_t n_samples) const { return model_->n_frames(n_samples); }
+    int64_t n_frames(size_t n_samples) const { return m_->model->n_frames(n_samples); }
+
+    std::unique_ptr<VadStream> stream(const py::dict & opts) {
+        return std::make_unique<VadStream>(m_, make_options(m_->model->info(), opts));
+    }
 
 private:
-    std::unique_ptr<funasr_vad::model> model_;
+    std::shared_ptr<shared_model> m_ = std::make_shared<shared_model>();
     std::string path_;
-    std::mutex mu_;
 };
 
 }  // namespace
@@ -232,5 +278,14 @@ void register_vad(py::module_ & m) {
              "[(first frame, posteriors [T, n_pdfs], decibels [T])] for every forward call")
         .def("decide", &VadModel::decide, py::arg("chunks"), py::arg("options") = py::dict(),
              "segments from given [(posteriors, decibels)] chunks (the decision logic alone)")
-        .def("n_frames", &VadModel::n_frames, py::arg("n_samples"));
+        .def("n_frames", &VadModel::n_frames, py::arg("n_samples"))
+        .def("stream", &VadModel::stream, py::arg("options") = py::dict(),
+             "a streaming session with these options (the model is shared; calls take turns)");
+    py::class_<VadStream>(m, "VadStream",
+                          "upstream's streaming FSMN-VAD: generate(chunk, cache, is_final, chunk_size) call by call")
+        .def("feed", &VadStream::feed, py::arg("samples"), py::kw_only(), py::arg("final") = false,
+             "[(start_ms | -1, end_ms | -1)] as upstream returns them for this chunk")
+        .def_property_readonly("finished", &VadStream::finished)
+        .def_property_readonly("samples_fed", &VadStream::samples_fed)
+        .def_property_readonly("state_bytes", &VadStream::state_bytes, "bytes the session holds");
 }

@@ -1,7 +1,7 @@
 // FSMN-VAD, following funasr 1.4.16: the FSMN network of funasr/models/fsmn_vad_streaming/encoder.py
-// as a ggml graph, and the offline path of model.py (FsmnVADStreaming.inference, forward,
+// as a ggml graph, and model.py's decision logic (FsmnVADStreaming.inference, forward,
 // DetectOneFrame, WindowDetector, GetFrameState) with the same arithmetic, so that the same
-// posteriors give the same segments.
+// posteriors give the same segments; the offline path here, the streaming one in vad_stream.cpp.
 #include "vad/fsmn_vad.h"
 
 #include "ggml-alloc.h"
@@ -203,8 +203,9 @@ void decider::detect_frame(bool speech, int64_t t, bool final_frame) {
     if (state_ == state::end_detected && o_.detect_mode == 1) reset_detection();
 }
 
-// forward(): DetectCommonFrames / DetectLastFrames over the chunk, then the finished segments
-void decider::run_chunk(const double * sil, const float * db, int64_t n, bool final, std::vector<segment> & out) {
+// forward(): DetectCommonFrames / DetectLastFrames over the chunk, then its output in either form
+void decider::run_chunk(const double * sil, const float * db, int64_t n, bool final, bool streaming,
+                        std::vector<segment> & out) {
     if (n <= 0) return;  // forward returns [] for a chunk without frames
     frm_cnt_ += n;
     if (state_ != state::end_detected) {
@@ -215,9 +216,22 @@ void decider::run_chunk(const double * sil, const float * db, int64_t n, bool fi
     }
     for (size_t k = out_offset_; k < out_buf_.size(); ++k) {
         const buffered & b = out_buf_[k];
-        if (!final && (!b.has_start || !b.has_end)) continue;
-        out.push_back({b.start_ms, b.end_ms});
-        ++out_offset_;
+        if (streaming) {
+            if (!b.has_start || (!next_seg_ && !b.has_end)) continue;
+            out.push_back({next_seg_ ? b.start_ms : -1, b.has_end ? b.end_ms : -1});
+            next_seg_ = b.has_end;
+            if (b.has_end) ++out_offset_;
+        } else {
+            if (!final && (!b.has_start || !b.has_end)) continue;
+            out.push_back({b.start_ms, b.end_ms});
+            ++out_offset_;
+        }
+    }
+    // the emitted entries are never read again; the last one stays (the buffer is never empty
+    // again once used, as upstream's, whose emptiness pop_to_output tests)
+    if (out_offset_ > 1) {
+        out_buf_.erase(out_buf_.begin(), out_buf_.begin() + (std::ptrdiff_t) (out_offset_ - 1));
+        out_offset_ = 1;
     }
 }
 
@@ -364,20 +378,12 @@ options read_options(const gguf_context * g, const std::string & path, const mod
     return o;
 }
 
-// WavFrontendOnline emits an LFR frame once its whole window has arrived: after chunk i (of stride
-// samples) all frames so far but the last lfr_m - 1 - pad, and at the end all n_frames of them
-// (the window padded by the last frame). Frames [done, the result) are the chunk's.
-int64_t chunk_end(const funasr_frontend_params & fe, int64_t i, int64_t stride, bool final, int64_t done, int64_t n_frames) {
-    const int pad = (fe.lfr_m - 1) / 2;
-    return final ? n_frames
-                 : std::max(done, fbank_frames((size_t) ((i + 1) * stride), fe.frame_length, fe.frame_shift) + pad - (fe.lfr_m - 1));
-}
-
 // ComputeDecibel: 10 log10(sum of squares + 1e-6) of the raw samples of frames [first, first + n)
-void decibels(const float * x, int64_t first, int64_t n, const funasr_frontend_params & fe, std::vector<float> & db) {
+// (samples from x0 on at x)
+void decibels(const float * x, int64_t x0, int64_t first, int64_t n, const funasr_frontend_params & fe, std::vector<float> & db) {
     db.resize((size_t) n);
     for (int64_t t = 0; t < n; ++t) {
-        const float * s = x + (size_t) (first + t) * fe.frame_shift;
+        const float * s = x + (size_t) ((first + t) * fe.frame_shift - x0);
         double acc = 0;
         for (int k = 0; k < fe.frame_length; ++k) acc += (double) s[k] * s[k];
         db[t] = (float) (10.0 * std::log10((double) ((float) acc + 1e-6f)));
@@ -385,6 +391,15 @@ void decibels(const float * x, int64_t first, int64_t n, const funasr_frontend_p
 }
 
 }  // namespace
+
+// WavFrontendOnline emits an LFR frame once its whole window has arrived: all fbank frames so far
+// but the last lfr_m - 1 - pad (its splice cache starts with pad copies of the first frame), and
+// at the final call all of them (the window padded by the last frame).
+int64_t frames_ready(const funasr_frontend_params & fe, size_t n_samples, bool final, int64_t done) {
+    const int pad = (fe.lfr_m - 1) / 2;
+    const int64_t F = fbank_frames(n_samples, fe.frame_length, fe.frame_shift);
+    return final ? F : std::max(done, F + pad - (fe.lfr_m - 1));
+}
 
 struct model::impl {
     std::string path;
@@ -398,6 +413,7 @@ struct model::impl {
     ggml_backend_t backend = nullptr;
     ggml_gallocr_t galloc = nullptr;
     std::unique_ptr<funasr_frontend> frontend;
+    std::vector<float> feats;  // one forward call's features (reused)
     struct layer {
         ggml_tensor *lin, *left, *right, *aff_w, *aff_b;
     };
@@ -447,7 +463,7 @@ struct model::impl {
 
     void prepare_weights(const model_info & I);
     void init_backend(int n_threads);
-    void chunk_features(const float * x, int64_t done, int64_t end, int64_t n_frames, const model_info & I,
+    void chunk_features(const float * x, int64_t x0, int64_t done, int64_t end, int64_t n_frames, const model_info & I,
                         std::vector<float> & feats) const;
     void build_graph(int64_t T, const model_info & I, chunk_graph & g) const;
     void forward(const std::vector<float> & feats, int64_t T, const model_info & I,
@@ -533,15 +549,16 @@ int64_t model::n_frames(size_t n_samples) const {
 
 // features of frames [done, end), rows padded to the prepared input width: the frontend over the
 // samples of fbank frames [done - pad, end + pad), clamped as the whole signal's LFR clamps
-void model::impl::chunk_features(const float * x, int64_t done, int64_t end, int64_t n_frames, const model_info & I,
-                                 std::vector<float> & feats) const {
+// (the samples from x0 on are at x)
+void model::impl::chunk_features(const float * x, int64_t x0, int64_t done, int64_t end, int64_t n_frames,
+                                 const model_info & I, std::vector<float> & feats) const {
     const funasr_frontend_params & fe = I.frontend;
     const int pad = (fe.lfr_m - 1) / 2;
     const int64_t T = end - done;
     const int64_t s0 = std::max<int64_t>(done - pad, 0), s1 = std::min<int64_t>(end + pad, n_frames);
     const size_t a = (size_t) s0 * fe.frame_shift, b = (size_t) (s1 - 1) * fe.frame_shift + fe.frame_length;
     std::vector<float> local;
-    frontend->compute(x + a, b - a, local);
+    frontend->compute(x + (a - (size_t) x0), b - a, local);
     feats.assign((size_t) T * in_w, 0.0f);
     for (int64_t t = 0; t < T; ++t) {
         std::copy_n(local.begin() + (size_t) (done - s0 + t) * I.input_dim, I.input_dim, feats.begin() + (size_t) t * in_w);
@@ -611,36 +628,45 @@ void model::impl::forward(const std::vector<float> & feats, int64_t T, const mod
 
 void model::run(const float * x, size_t n, double chunk_size_ms, const std::function<void(int64_t)> & before_chunk,
                 const chunk_fn & on_chunk) {
-    impl & m = *p_;
-    const model_info & I = info_;
-    const funasr_frontend_params & fe = I.frontend;
+    const funasr_frontend_params & fe = info_.frontend;
     const int64_t stride = (int64_t) (chunk_size_ms * fe.sample_rate / 1000);
     if (stride <= 0) throw std::invalid_argument("chunk_size_ms must be positive");
     const int64_t n_chunks = (int64_t) n / stride + 1;  // inference(): the last, shorter one is final
     const int64_t F = n_frames(n);
-    const int C = (I.lorder - 1) * I.lstride;  // left memory per layer (the streaming cache)
-    std::vector<std::vector<float>> memory(I.fsmn_layers, std::vector<float>((size_t) C * m.proj_w, 0.0f));
+    fsmn_memory memory = new_memory();
 
-    std::vector<float> feats, post, db;
+    std::vector<float> post, db;
     int64_t done = 0;  // frames emitted so far
     for (int64_t i = 0; i < n_chunks; ++i) {
         if (before_chunk) before_chunk(i);
         const bool final = i == n_chunks - 1;
-        const int64_t end = chunk_end(fe, i, stride, final, done, F);
+        const int64_t end = frames_ready(fe, final ? n : (size_t) ((i + 1) * stride), final, done);
         const int64_t T = end - done;
         if (T <= 0) continue;
-        m.chunk_features(x, done, end, F, I, feats);
-        decibels(x, done, T, fe, db);
-        m.forward(feats, T, I, memory, post);
+        forward_frames(x, 0, done, end, F, memory, post, db);
         on_chunk(done, T, post.data(), db.data(), final);
         done = end;
     }
 }
 
-void segmenter::begin_chunk() {
+model::fsmn_memory model::new_memory() const {
+    const int C = (info_.lorder - 1) * info_.lstride;  // left memory per layer
+    return fsmn_memory(info_.fsmn_layers, std::vector<float>((size_t) C * p_->proj_w, 0.0f));
+}
+
+void model::forward_frames(const float * x, int64_t x0, int64_t first, int64_t end, int64_t n_frames,
+                           fsmn_memory & memory, std::vector<float> & post, std::vector<float> & db) {
+    const int64_t T = end - first;
+    p_->chunk_features(x, x0, first, end, n_frames, info_, p_->feats);
+    decibels(x, x0, first, T, info_.frontend, db);
+    p_->forward(p_->feats, T, info_, memory, post);
+}
+
+void segmenter::begin_chunk(double chunk_ms) {
+    streaming_ = chunk_ms < streaming_below_ms;
     if (!o_.dynamic_silence) return;
     if (d_.in_speech_segment() || in_speech_) {
-        accumulated_ += o_.chunk_size_ms;
+        accumulated_ += chunk_ms;
         in_speech_ = true;
     }
     for (const auto & [limit, silence] : o_.silence_schedule) {
@@ -659,8 +685,8 @@ void segmenter::chunk(const float * post, int D, const float * db, int64_t T, bo
         sil_[t] = s;
     }
     const size_t before = out.size();
-    d_.run_chunk(sil_.data(), db, T, final, out);
-    if (out.size() > before && o_.dynamic_silence) {  // a segment came out: the schedule starts over
+    d_.run_chunk(sil_.data(), db, T, final, streaming_, out);
+    if (out.size() > before && o_.dynamic_silence) {  // a segment (or, streaming, a change) came out: the schedule starts over
         accumulated_ = 0;
         in_speech_ = false;
     }
@@ -671,7 +697,7 @@ std::vector<segment> model::segments(const float * x, size_t n, const options & 
     if (!bad.empty()) throw std::invalid_argument(bad);
     segmenter seg(o);
     std::vector<segment> out;
-    run(x, n, o.chunk_size_ms, [&](int64_t) { seg.begin_chunk(); },
+    run(x, n, o.chunk_size_ms, [&](int64_t) { seg.begin_chunk(o.chunk_size_ms); },
         [&](int64_t, int64_t T, const float * post, const float * db, bool final) {
             seg.chunk(post, info_.output_dim, db, T, final, out);
         });

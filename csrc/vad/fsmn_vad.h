@@ -57,8 +57,13 @@ class decider {
 public:
     explicit decider(const options & o);
     // The frames of one forward call: sil[i] = the frame's silence posterior (summed over
-    // sil_pdf_ids), db[i] = its decibel. Appends the segments finished in this call.
-    void run_chunk(const double * sil, const float * db, int64_t n, bool final, std::vector<segment> & out);
+    // sil_pdf_ids), db[i] = its decibel. Appends what forward returns for the call: the segments
+    // finished in it ([start, end]; at the final call the open one too), or with streaming
+    // (upstream's is_streaming_input) the changes: [start, -1] when a segment starts, [-1, end] when
+    // it ends, [start, end] both.
+    void run_chunk(const double * sil, const float * db, int64_t n, bool final, bool streaming, std::vector<segment> & out);
+    // bytes of the buffers held (bounded: the output buffer lets the emitted segments go)
+    size_t state_bytes() const { return out_buf_.capacity() * sizeof(buffered) + win_.capacity() * sizeof(int); }
     bool in_speech_segment() const { return state_ == state::in_speech; }
     // what inference's dynamic schedule sets before a chunk
     void set_thresholds(double max_end_sil_ms, double speech_noise_thres) {
@@ -98,21 +103,29 @@ private:
     double noise_db_ = -100.0, max_end_sil_ = 0, speech_noise_thres_ = 0;
     std::vector<buffered> out_buf_;
     size_t out_offset_ = 0;
+    bool next_seg_ = true;  // Stats.next_seg: the streaming output's "a start is still to be reported"
 };
+
+// inference() cuts a call's audio in chunks of its chunk_size (ms); below this size it runs as a
+// stream (is_streaming_input) and returns the streaming form of the segments
+constexpr double streaming_below_ms = 15000;
 
 // inference()'s loop around the decider: the dynamic end-silence schedule before each chunk
 class segmenter {
 public:
     explicit segmenter(const options & o) : o_(o), d_(o) {}
-    void begin_chunk();
+    // before a chunk of the call's chunk_size chunk_ms: the schedule, and the output form
+    void begin_chunk(double chunk_ms);
     // one chunk's frames: posteriors [n, n_pdfs] (the silence ones are summed), decibels [n]
     void chunk(const float * posteriors, int n_pdfs, const float * db, int64_t n, bool final, std::vector<segment> & out);
+    const decider & decisions() const { return d_; }
 
 private:
     options o_;
     decider d_;
     double accumulated_ = 0;
     bool in_speech_ = false;
+    bool streaming_ = false;
     std::vector<double> sil_;
 };
 
@@ -145,6 +158,15 @@ public:
     const model_info & info() const { return info_; }
     int64_t n_frames(size_t n_samples) const;  // fbank frames = VAD frames
 
+    // Each FSMN layer's left memory (the streaming cache), zero at the start of a stream.
+    using fsmn_memory = std::vector<std::vector<float>>;
+    fsmn_memory new_memory() const;
+    // One forward call over VAD frames [first, end) of a signal of n_frames frames whose samples
+    // from sample x0 on are at x (those of frames first - (lfr_m - 1) / 2 on must be there):
+    // posteriors [end - first, output_dim] and decibels, the memory carried in and out.
+    void forward_frames(const float * x, int64_t x0, int64_t first, int64_t end, int64_t n_frames, fsmn_memory & memory,
+                        std::vector<float> & post, std::vector<float> & db);
+
     // Upstream's inference over a whole signal (16 kHz mono in [-1, 1]) in its chunks of
     // chunk_size_ms: features, posteriors and decibels computed chunk by chunk (memory bounded by
     // a chunk), the FSMN memory carried from chunk to chunk. on_chunk(first frame, n frames,
@@ -165,5 +187,9 @@ private:
 
 // options checks shared by the binding: "" or what is wrong
 std::string check_options(const options & o, const model_info & info);
+
+// The frames WavFrontendOnline has emitted once n_samples have arrived: all but the last
+// (lfr_m - 1) / 2 (their LFR window is not complete yet), never fewer than done; at the final call all.
+int64_t frames_ready(const funasr_frontend_params & fe, size_t n_samples, bool final, int64_t done);
 
 }  // namespace funasr_vad
