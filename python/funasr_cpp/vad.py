@@ -13,6 +13,14 @@ Cost and memory: the audio is processed in upstream's chunks of 60 s (features, 
 decisions), so memory beyond the samples is that of one chunk, and an hour takes a few seconds of
 CPU (see BENCHMARKS.md).
 
+Live audio: :meth:`FsmnVad.stream` gives a :class:`VadStream` whose ``feed(chunk, final=...)``
+returns, call by call, what upstream's ``generate(input=chunk, cache=cache, is_final=final,
+chunk_size=<chunk length in ms>)`` returns: ``(start_ms, -1)`` when speech starts, ``(-1, end_ms)``
+when it ends, ``(start_ms, end_ms)`` for both in one call (chunks of 15 s or more get upstream's
+offline form, finished segments as ``(start_ms, end_ms)``). Chunks may have any length, changing
+from call to call; the state between calls is the FSMN memory, the decision logic and the samples
+of the last few frames, so a stream may run for hours in constant memory.
+
 :func:`split_utterances` is the energy splitter used without a VAD model: contiguous ranges cut at
 quiet points, none longer than the limit.
 """
@@ -29,6 +37,19 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioSource, check_finite, load_audio
+
+# upstream's end-silence schedules, ((accumulated speech ms, end silence ms), ...), both from funasr
+# 1.4.16 funasr/models/fsmn_vad_streaming/model.py: DEFAULT_SILENCE_SCHEDULE is what inference
+# applies unless told otherwise (and VadOptions' default); STREAMING_SILENCE_SCHEDULE ("longer
+# initial patience, waiting for the user to continue") has the numbers of dynamic_vad.py's
+# DEFAULT_SILENCE_SCHEDULE, the one funasr/bin/realtime_ws.py's streaming VAD (DynamicStreamingVAD)
+# uses. Pass it as VadOptions(silence_schedule=STREAMING_SILENCE_SCHEDULE): it is applied as
+# inference applies any schedule (speech time counted in whole chunks); DynamicStreamingVAD counts
+# it from the reported start instead, which is not reproduced here.
+DEFAULT_SILENCE_SCHEDULE = ((10000.0, 2000.0), (20000.0, 1000.0), (30000.0, 800.0), (40000.0, 600.0),
+                            (50000.0, 400.0), (60000.0, 200.0), (math.inf, 100.0))
+STREAMING_SILENCE_SCHEDULE = ((5000.0, 2000.0), (10000.0, 1500.0), (15000.0, 1000.0), (30000.0, 800.0),
+                              (45000.0, 400.0), (math.inf, 100.0))
 
 @dataclass(frozen=True)
 class VadOptions:
@@ -50,6 +71,7 @@ class VadOptions:
     - ``dynamic_silence``: None = on unless ``max_end_silence_time`` is given (upstream's rule).
     - ``silence_schedule``: ((accumulated speech ms, end silence ms), ...), upstream's by default.
     - ``chunk_size_ms``: audio per step (upstream's 60000; at least 15000, below that upstream streams).
+      A :class:`VadStream` ignores it: there each call's chunk is one step.
     """
     max_single_segment_time: Optional[float] = None
     max_end_silence_time: Optional[float] = None
@@ -147,19 +169,89 @@ class FsmnVad:
         """Speech segments ``[(start_ms, end_ms), ...]`` in time order, as upstream's
         ``AutoModel(model=VAD).generate`` returns them. ``audio``: what :func:`load_audio` takes, or
         float32 16 kHz mono samples; ``overrides``: single :class:`VadOptions` fields."""
-        opts = options or VadOptions()
-        if not isinstance(opts, VadOptions):
-            raise TypeError(f"options must be a VadOptions, got {type(opts).__name__}")
-        if overrides:
-            opts = opts.replace(**overrides)
+        opts = _options(options, overrides)
         x = _samples(audio, sample_rate)
         return [(int(a), int(b)) for a, b in self._vad.segments(x, opts.native())]
+
+    def stream(self, options: Optional[VadOptions] = None, **overrides: Any) -> "VadStream":
+        """A streaming session: :meth:`VadStream.feed` chunk after chunk (see :class:`VadStream`).
+        ``options`` / ``overrides`` as for :meth:`segments`; streams of one model take turns on it."""
+        return VadStream(self._vad.stream(_options(options, overrides).native()))
 
     def sample_spans(self, x: np.ndarray, options: Optional[VadOptions] = None) -> List[Tuple[int, int]]:
         """The segments of 16 kHz samples as sample ranges, sliced as upstream slices them
         (``[start_ms * 16, min(end_ms * 16, len))``)."""
         per_ms = SAMPLE_RATE // 1000
         return [(a * per_ms, min(b * per_ms, len(x))) for a, b in self.segments(x, options)]
+
+
+class VadStream:
+    """Upstream's streaming FSMN-VAD, one :meth:`feed` per chunk of live audio (from :meth:`FsmnVad.stream`).
+
+    ``feed(chunk)`` returns what upstream's ``AutoModel(model=VAD).generate(input=chunk, cache=cache,
+    is_final=final, chunk_size=len(chunk) / 16)`` returns for the same chunk of the same stream:
+    ``[(start_ms, -1)]`` when a segment starts, ``[(-1, end_ms)]`` when it ends, ``[(start_ms,
+    end_ms)]`` when both fall in one call, ``[]`` mostly; times from the start of the stream. A
+    chunk of 15 s or more is upstream's offline form: the segments finished in it as ``(start_ms,
+    end_ms)`` (and at ``final`` the open one). The dynamic end-silence schedule counts speech in
+    chunks, as upstream's does, so it depends on the chunk sizes. ``final=True`` ends the segment in
+    progress and the stream; an empty final chunk only does that (upstream ignores an empty chunk,
+    final or not, so there it must carry audio).
+
+    Decisions lag the audio by the frontend's LFR window (2 frames) and the VAD's own window; the
+    state held is bounded (:attr:`state_bytes`), whatever the stream's length. Not for use by
+    several threads at once on one stream.
+    """
+
+    def __init__(self, native: Any):
+        self._stream = native
+
+    def feed(self, samples: np.ndarray, *, final: bool = False) -> List[Tuple[int, int]]:
+        """The next chunk: 1-D float samples at 16 kHz in [-1, 1] (float32, or float64 converted).
+        ``ValueError`` for other input (the stream is unchanged and can take the next chunk) and
+        for a feed after ``final=True``."""
+        if self._stream.finished:
+            raise ValueError("the VAD stream has ended: a chunk was fed with final=True; start another with FsmnVad.stream()")
+        if not isinstance(final, (bool, np.bool_)):
+            raise ValueError(f"final must be True or False, got {final!r}")
+        x = _chunk(samples)
+        return [(int(a), int(b)) for a, b in self._stream.feed(x, final=bool(final))]
+
+    @property
+    def finished(self) -> bool:
+        """Whether a chunk was fed with ``final=True``."""
+        return self._stream.finished
+
+    @property
+    def time_ms(self) -> float:
+        """The audio fed so far, in ms."""
+        return self._stream.samples_fed * 1000.0 / SAMPLE_RATE
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes the native session holds (samples of the last frames, FSMN memory, decisions)."""
+        return self._stream.state_bytes
+
+
+def _options(options: Optional[VadOptions], overrides: dict) -> VadOptions:
+    opts = options or VadOptions()
+    if not isinstance(opts, VadOptions):
+        raise TypeError(f"options must be a VadOptions, got {type(opts).__name__}")
+    return opts.replace(**overrides) if overrides else opts
+
+
+def _chunk(samples: Any) -> np.ndarray:
+    """A stream chunk as contiguous float32, or ValueError naming what is wrong with it."""
+    if not isinstance(samples, np.ndarray):
+        raise ValueError(f"samples must be a numpy array of 16 kHz float samples, got {type(samples).__name__}")
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be 1-D (16 kHz mono), got shape {samples.shape}")
+    if samples.dtype not in (np.float32, np.float64):
+        hint = " (integer PCM: divide int16 by 32768)" if samples.dtype.kind in "iu" else ""
+        raise ValueError(f"samples must be float32 or float64 in [-1, 1], got dtype {samples.dtype}{hint}")
+    x = np.ascontiguousarray(samples, dtype=np.float32)
+    check_finite(x, "the chunk")
+    return x
 
 
 def _samples(audio: Any, sample_rate: Optional[int]) -> np.ndarray:
@@ -291,4 +383,5 @@ def split_utterances(audio: np.ndarray, *, max_seconds: float = 30.0, min_second
     return ranges
 
 
-__all__ = ["FsmnVad", "VadOptions", "split_utterances"]
+__all__ = ["DEFAULT_SILENCE_SCHEDULE", "STREAMING_SILENCE_SCHEDULE", "FsmnVad", "VadOptions", "VadStream",
+           "split_utterances"]
