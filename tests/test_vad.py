@@ -18,6 +18,7 @@ import pytest
 
 from fixtures.speech import write_wav16k
 from fixtures.vad_checkpoint import MODEL_CONF, write_vad_checkpoint
+from fixtures.vad_clips import VARIANT_CONFIG, vad_clips
 from funasr_cpp.converters import ReleaseError
 from funasr_cpp.converters.vad_gguf import OPTION_DEFAULTS, write_vad_gguf
 from funasr_cpp.vad import FsmnVad, VadOptions
@@ -35,49 +36,11 @@ OPTION_SETS = {
     "thres-0.9-dynamic": {"speech_noise_thres": 0.9},  # the dynamic schedule sets 0.5 anyway (upstream)
     "single-utterance": {"detect_mode": 0, "max_end_silence_time": 400},
 }
-# a release whose config.yaml itself differs: model_conf values and the FSMN's shape
-VARIANT_CONFIG = {
-    "model_conf": {"max_end_silence_time": 500, "lookback_time_start_point": 300, "speech_to_sil_time_thres": 100,
-                   "window_size_ms": 150, "sil_pdf_ids": [0, 1], "silence_pdf_num": 2,
-                   "max_single_segment_time": 20000},
-    "encoder_conf": {"lorder": 10, "lstride": 2, "rorder": 3, "rstride": 1},
-}
-
-
-def _noise(rng, seconds, level):
-    return (level * rng.standard_normal(int(SR * seconds))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def clips(speech):
-    rng = np.random.default_rng(5)
-    zh, en = speech["zh"], speech["en"]
-    sil = lambda s: np.zeros(int(SR * s), np.float32)  # noqa: E731
-    pauses = np.concatenate([sil(0.5), zh, sil(2.6), en, sil(0.8), zh, sil(3.0), en, sil(1.0)])
-    pauses = pauses + _noise(rng, len(pauses) / SR, 1e-4)
-    t = np.arange(int(SR * 3)) / SR
-    tone = np.concatenate([sil(1.0), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sil(1.0)])
-    # 3 minutes: a minute of speech with short gaps (the longest-segment limit and the schedule's
-    # later steps), then sentences with pauses of 0.3 to 3 s, over faint noise
-    parts, k = [sil(0.7)], 0
-    while sum(len(p) for p in parts) < 62 * SR:
-        parts += [zh if k % 2 else en, sil(0.25)]
-        k += 1
-    gaps = [3.0, 0.3, 2.2, 1.0, 2.8, 0.6, 1.6, 3.0]
-    while sum(len(p) for p in parts) < 175 * SR:
-        parts += [zh if k % 3 else en, sil(gaps[k % len(gaps)])]
-        k += 1
-    long = np.concatenate(parts)[: 180 * SR]
-    long = np.concatenate([long, sil(180 - len(long) / SR)]) + _noise(rng, 180, 2e-4)
-    return {
-        "pauses": pauses.astype(np.float32),
-        "noise": _noise(rng, 5.0, 0.05),
-        "silence": sil(4.0),
-        "tone": tone.astype(np.float32),
-        "0.3s": zh[int(0.4 * SR): int(0.7 * SR)].copy(),
-        "1s": zh[: SR].copy(),
-        "3min": long.astype(np.float32),
-    }
+    return vad_clips(speech)
 
 
 @pytest.fixture(scope="module")
