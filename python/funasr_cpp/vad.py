@@ -211,7 +211,8 @@ class VadStream:
         ``ValueError`` for other input (the stream is unchanged and can take the next chunk) and
         for a feed after ``final=True``."""
         if self._stream.finished:
-            raise ValueError("the VAD stream has ended: a chunk was fed with final=True; start another with FsmnVad.stream()")
+            raise ValueError("the VAD stream has ended: a chunk was fed with final=True; "
+                             "start another with FsmnVad.stream()")
         if not isinstance(final, (bool, np.bool_)):
             raise ValueError(f"final must be True or False, got {final!r}")
         x = _chunk(samples)
