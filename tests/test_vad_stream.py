@@ -84,21 +84,20 @@ def variant_vad(tmp_path_factory):
     return vad, UpstreamVadStream(folder)
 
 
-# (recording, chunking): every chunking on the short recordings; the 3-minute one in chunks of
-# 60 ms and more (upstream's cost), 10 ms on its first 20 s
+# (recording, chunking, options): every chunking and option set on the short recordings; the
+# 3-minute one in chunks of 200 ms and more (upstream's cost), 60 ms with the default options only,
+# 10 ms on its first 20 s
 CASES = [(name, ch) for name in ("pauses", "noise", "silence", "tone") for ch in CHUNKINGS]
-CASES += [("3min", ch) for ch in CHUNKINGS if ch != "10ms"] + [("3min[:20s]", "10ms")]
+CASES += [("3min", ch) for ch in ("200ms", "500ms", "random")] + [("3min[:20s]", "10ms")]
+CASES = [(name, ch, opt) for name, ch in CASES for opt in OPTION_SETS] + [("3min", "60ms", "default")]
 
 
 def _clip(clips, name):
     return clips["3min"][: 20 * SR] if name == "3min[:20s]" else clips[name]
 
 
-@pytest.mark.parametrize("option", list(OPTION_SETS))
-@pytest.mark.parametrize("name, chunking", CASES)
+@pytest.mark.parametrize("name, chunking, option", CASES)
 def test_stream_equals_upstream_call_by_call(fixture_vad, clips, name, chunking, option):
-    if name == "3min" and chunking == "60ms" and option != "default":
-        pytest.skip("60 ms on 3 minutes: the default options only (upstream's cost)")
     vad, upstream = fixture_vad
     chunks = _chunks(_clip(clips, name), chunking)
     expected = upstream.run(chunks, _kwargs(option, upstream=True))
