@@ -20,7 +20,7 @@ _EXPORTS = {
     "Model": ".model", "transcribe": ".model",
     "Segment": ".types", "Timings": ".types", "Transcription": ".types", "Word": ".types",
     "LoadOptions": ".options", "TranscribeOptions": ".options",
-    "FsmnVad": ".vad", "VadOptions": ".vad",
+    "FsmnVad": ".vad", "VadOptions": ".vad", "VadStream": ".vad", "STREAMING_SILENCE_SCHEDULE": ".vad",
 }
 
 __all__ = sorted([*_EXPORTS, "draft", "formats"], key=str.lower)
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .model import Model, transcribe
     from .options import LoadOptions, TranscribeOptions
     from .types import Segment, Timings, Transcription, Word
-    from .vad import FsmnVad, VadOptions
+    from .vad import STREAMING_SILENCE_SCHEDULE, FsmnVad, VadOptions, VadStream
 
 
 def __getattr__(name: str) -> Any:
