@@ -67,10 +67,17 @@ std::shared_ptr<Job> Engine::submit(std::vector<float> samples, Request req) {
     job->draft_k = job->req.draft_max;
     job->gen.ctc = job->req.ctc;
     // the CTC head runs for a draft only where the draft will be used
-    if (!job->req.draft.empty() || job->req.draft_max <= 0) job->req.ctc_draft = false;
+    if (!job->req.draft.empty() || job->req.draft_max <= 0 || job->req.ctc_only) job->req.ctc_draft = false;
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(job);
+    enqueue(job);
     return job;
+}
+
+// Priority 0 (finals) goes before every queued priority-1 job (partials); FIFO within a priority.
+void Engine::enqueue(std::shared_ptr<Job> job) {
+    const int p = job->req.priority;
+    auto at = std::find_if(queue_.begin(), queue_.end(), [p](const auto & q) { return q->req.priority > p; });
+    queue_.insert(at, std::move(job));
 }
 
 void Engine::wait(const std::shared_ptr<Job> & job) {
@@ -154,7 +161,9 @@ void Engine::tokenize_input(Job & job) {
     std::unique_ptr<mtmd_bitmap, bitmap_deleter> bitmap(mtmd_bitmap_init_from_audio(job.samples.size(), job.samples.data()));
     decltype(job.chunks) chunks(mtmd_input_chunks_init(), mtmd_input_chunks_free);
     if (!bitmap || !chunks) throw error(errc::out_of_memory, "cannot allocate the mtmd input");
-    mtmd_input_text text{r.prompt.c_str(), r.prompt.size(), /*add_special*/ false, /*parse_special*/ true};
+    // an encoder-only job needs the audio chunk alone: its prompt is not used
+    const std::string prompt = r.ctc_only ? std::string(mtmd_default_marker()) : r.prompt;
+    mtmd_input_text text{prompt.c_str(), prompt.size(), /*add_special*/ false, /*parse_special*/ true};
     const mtmd_bitmap * bitmaps[1] = {bitmap.get()};
     const auto t0 = std::chrono::steady_clock::now();
     const int32_t rc = mtmd_tokenize(h_.mtmd(), chunks.get(), &text, bitmaps, 1);
@@ -174,6 +183,13 @@ void Engine::tokenize_input(Job & job) {
         if (mtmd_input_chunk_get_type(c) != MTMD_INPUT_CHUNK_TYPE_TEXT) n_audio += k;
         if (k > 0) last = i;
     }
+    g.frontend_ms = frontend_ms;
+    if (r.ctc_only) {  // no LLM: the layout below does not apply
+        g.n_audio_tokens = n_audio;
+        job.chunks = std::move(chunks);
+        std::vector<float>().swap(job.samples);
+        return;
+    }
     if (n_prompt == 0) throw error(errc::invalid_argument, "the prompt is empty");
     if (mtmd_input_chunk_get_type(mtmd_input_chunks_get(chunks.get(), last)) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
         throw error(errc::invalid_argument, "the prompt must have text after the media marker " +
@@ -185,7 +201,6 @@ void Engine::tokenize_input(Job & job) {
         const llama_token * t = mtmd_input_chunk_get_tokens_text(first, &k);
         job.prefix.assign(t, t + k);
     }
-    g.frontend_ms = frontend_ms;
     g.n_prompt_tokens = n_prompt;
     g.n_audio_tokens = n_audio;
     job.chunks = std::move(chunks);
@@ -205,7 +220,9 @@ void Engine::grow_context() {
     std::vector<std::shared_ptr<Job>> next;
     {
         std::lock_guard<std::mutex> lock(mu_);
-        for (size_t i = 0; i < queue_.size() && (int) next.size() < n_parallel_; ++i) next.push_back(queue_[i]);
+        for (size_t i = 0; i < queue_.size() && (int) next.size() < n_parallel_; ++i) {
+            if (!queue_[i]->req.ctc_only) next.push_back(queue_[i]);  // encoder-only jobs hold no cells
+        }
     }
     int64_t n = 0;
     for (auto & j : next) {
@@ -228,15 +245,22 @@ void Engine::grow_context() {
 }
 
 void Engine::admit() {
+    bool ran_ctc_only = false;  // one encoder-only job per step: they interleave with the decode steps
     for (;;) {
-        const auto free_slot = std::find(slots_.begin(), slots_.end(), nullptr);
-        if (free_slot == slots_.end()) return;
         std::shared_ptr<Job> job;
         {
             std::lock_guard<std::mutex> lock(mu_);
             if (queue_.empty()) return;
             job = queue_.front();
         }
+        if (job->req.ctc_only) {
+            if (ran_ctc_only) return;
+            ran_ctc_only = true;
+            run_ctc_only(job);
+            continue;
+        }
+        const auto free_slot = std::find(slots_.begin(), slots_.end(), nullptr);
+        if (free_slot == slots_.end()) return;
         const bool idle = std::all_of(slots_.begin(), slots_.end(), [](const auto & j) { return j == nullptr; });
         bool started = false;
         try {
@@ -259,6 +283,7 @@ void Engine::admit() {
                 if (queue_.empty() || queue_.front() != job) continue;  // cancelled meanwhile
                 queue_.pop_front();
             }
+            job->gen.admitted = n_admitted_++;
             job->reserved = need;
             job->slot = (int) (free_slot - slots_.begin());
             *free_slot = job;
@@ -273,6 +298,32 @@ void Engine::admit() {
             if (h_.closed()) throw;  // the whole engine is gone, not this job
             fail(*job, e.code(), e.what());
         }
+    }
+}
+
+// An encoder-only job, taken from the queue's front: the frontend, then each audio chunk through
+// the encoder with its CTC head; it needs no slot and ends here.
+void Engine::run_ctc_only(const std::shared_ptr<Job> & job) {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (queue_.empty() || queue_.front() != job) return;  // cancelled meanwhile
+        queue_.pop_front();
+    }
+    job->gen.admitted = n_admitted_++;
+    try {
+        log_capture cap;
+        if (!job->chunks) tokenize_input(*job);
+        const size_t n = mtmd_input_chunks_size(job->chunks.get());
+        for (size_t i = 0; i < n; ++i) {
+            const mtmd_input_chunk * c = mtmd_input_chunks_get(job->chunks.get(), i);
+            const bool audio = mtmd_input_chunk_get_type(c) != MTMD_INPUT_CHUNK_TYPE_TEXT;
+            if (audio && mtmd_input_chunk_get_n_tokens(c) > 0) encode_chunk(*job, c);
+        }
+        if (!job->gen.ctc_best.empty()) job->gen.ctc_text = ctc_->greedy_bytes(job->gen.ctc_best);
+        finish(*job);
+    } catch (const error & e) {
+        if (h_.closed()) throw;  // the whole engine is gone, not this job
+        fail(*job, e.code(), e.what());
     }
 }
 
@@ -356,22 +407,7 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
                 rows.insert(rows.end(), r.begin(), r.end());
             }
         } else {
-            const auto t0 = std::chrono::steady_clock::now();
-            int32_t rc;
-            if (job.req.ctc || job.req.ctc_draft) {  // the CTC branch in the same encoder pass
-                std::vector<float> feats;
-                std::vector<int32_t> best;
-                rc = funasr_mtmd_encode_audio(mctx, c, job.req.ctc ? &feats : nullptr, &best);
-                if (rc == 0 && (best.empty() || (job.req.ctc && feats.size() != best.size() * (size_t) ctc_->width()))) {
-                    throw error(errc::runtime, "the encoder gave no CTC outputs for this mmproj");
-                }
-                g.ctc_best.insert(g.ctc_best.end(), best.begin(), best.end());
-                if (job.req.ctc) g.ctc_feats.insert(g.ctc_feats.end(), feats.begin(), feats.end());
-            } else {
-                rc = mtmd_encode_chunk(mctx, c);
-            }
-            g.encode_ms += ms_since(t0);
-            if (rc != 0) throw error(errc::runtime, "the audio encoder failed (code " + std::to_string(rc) + ")");
+            encode_chunk(job, c);
             const float * e = mtmd_get_output_embd(mctx);
             rows.insert(rows.end(), e, e + n * (size_t) n_embd_);
         }
@@ -395,6 +431,28 @@ llama_pos Engine::prefill_rows(Job & job, size_t first) {
     }
     g.prefill_ms += ms_since(t0);
     return pos;
+}
+
+// One audio chunk through the encoder (its rows in mtmd_get_output_embd), with the CTC branch in
+// the same pass where the job asks for its outputs.
+void Engine::encode_chunk(Job & job, const mtmd_input_chunk * c) {
+    Generation & g = job.gen;
+    const auto t0 = std::chrono::steady_clock::now();
+    int32_t rc;
+    if (job.req.ctc || job.req.ctc_draft || job.req.ctc_only) {
+        std::vector<float> feats;
+        std::vector<int32_t> best;
+        rc = funasr_mtmd_encode_audio(h_.mtmd(), c, job.req.ctc ? &feats : nullptr, &best);
+        if (rc == 0 && (best.empty() || (job.req.ctc && feats.size() != best.size() * (size_t) ctc_->width()))) {
+            throw error(errc::runtime, "the encoder gave no CTC outputs for this mmproj");
+        }
+        g.ctc_best.insert(g.ctc_best.end(), best.begin(), best.end());
+        if (job.req.ctc) g.ctc_feats.insert(g.ctc_feats.end(), feats.begin(), feats.end());
+    } else {
+        rc = mtmd_encode_chunk(h_.mtmd(), c);
+    }
+    g.encode_ms += ms_since(t0);
+    if (rc != 0) throw error(errc::runtime, "the audio encoder failed (code " + std::to_string(rc) + ")");
 }
 
 // The CTC branch's greedy transcript, re-tokenized for the LLM, as the job's draft (none given).

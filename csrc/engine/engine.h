@@ -6,6 +6,13 @@
 // A job may carry draft tokens: they are verified several at a time (speculative decoding) and the
 // output is exactly what plain greedy decoding gives.
 //
+// Priority (Request::priority): 0 = normal (finals, offline transcription), 1 = background
+// (live partial hypotheses). The queue holds every priority-0 job before any priority-1 job, FIFO
+// within a priority, and admission takes it in that order; a running job is never preempted.
+// Encoder-only jobs (Request::ctc_only) run the frontend and the encoder with its CTC head when
+// their turn in the queue comes, and finish there: no slot, no KV cells, no LLM. At most one runs
+// per step, so that they interleave with the decode steps of the running jobs.
+//
 // No thread of its own: whoever waits for a job drives the engine until that job is done, then
 // another waiting thread takes over (leader/follower). A caller that holds an interpreter lock
 // releases it before wait().
@@ -51,6 +58,7 @@ struct Generation {
     std::string ctc_text;             // their greedy transcript (CtcHead::greedy_bytes), bytes
     std::vector<float> ctc_feats;     // Request::ctc: [frames, CtcHead::width()] for CtcHead::log_probs
     bool ctc = false;                 // Request::ctc was set (ctc_feats is complete)
+    int64_t admitted = -1;            // admission order: 0 for the first job the engine started, 1 ...
 };
 
 // How to transcribe one piece of audio. max_new_tokens and draft_max have no defaults: the values
@@ -64,6 +72,8 @@ struct Request {
     std::vector<llama_token> draft;   // speculative decoding: the expected output (any quality)
     bool ctc = false;                 // keep the CTC branch's outputs (Generation::ctc_*)
     bool ctc_draft = false;           // no draft given (and draft_max > 0): the CTC branch's greedy text is the draft
+    int priority = 0;                 // 0: normal, 1: background (admitted after every queued priority-0 job)
+    bool ctc_only = false;            // encoder + CTC head only: ctc_best / ctc_text, no tokens (prompt unused)
 };
 
 struct Job {
@@ -106,6 +116,9 @@ private:
     void drive(const std::shared_ptr<Job> & until);
     void step();                                   // one admission round and one decode step
     void admit();
+    void enqueue(std::shared_ptr<Job> job);        // under mu_: behind every queued job of its priority or a lower one
+    void run_ctc_only(const std::shared_ptr<Job> & job);  // the frontend and the encoder's CTC branch, then done
+    void encode_chunk(Job & job, const mtmd_input_chunk * c);  // one audio chunk (CTC outputs as asked)
     bool start(Job & job, bool shared);            // prefill + first choice; false: done already
     void tokenize_input(Job & job);
     int64_t need_cells(const Job & job, bool shared) const;
@@ -144,6 +157,7 @@ private:
     std::vector<std::shared_ptr<Job>> slots_;      // n_parallel entries, null = free
     bool driving_ = false;
     bool dirty_ = false;                           // a step failed: clear the cache first
+    int64_t n_admitted_ = 0;                       // Generation::admitted of the next job started
 
     // token embeddings (the LLM's token_embd rows, for the text after the audio)
     std::unique_ptr<GgufRows> embd_;

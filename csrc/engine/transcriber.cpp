@@ -78,14 +78,20 @@ void Transcriber::check_pair() const {
 }
 
 void Transcriber::check_request(const Request & r) const {
-    if ((r.ctc || r.ctc_draft) && !ctc_) {
+    if ((r.ctc || r.ctc_draft || r.ctc_only) && !ctc_) {
         throw error(errc::invalid_argument, "the mmproj " + mmproj_path_ + " has no CTC branch (funasr.ctc.status is "
-                    "not 'complete'): CTC outputs and CTC drafts need a checkpoint with ctc_decoder + ctc.ctc_lo");
+                    "not 'complete'): CTC outputs, CTC drafts and encoder-only CTC jobs need a checkpoint with "
+                    "ctc_decoder + ctc.ctc_lo");
+    }
+    if (r.priority != 0 && r.priority != 1) {
+        throw error(errc::invalid_argument,
+                    "priority must be 0 (normal) or 1 (background), got " + std::to_string(r.priority));
     }
     if (r.max_new_tokens < 0) {
         throw error(errc::invalid_argument, "max_new_tokens must be >= 0, got " + std::to_string(r.max_new_tokens));
     }
     if (r.draft_max < 0) throw error(errc::invalid_argument, "draft_max must be >= 0, got " + std::to_string(r.draft_max));
+    if (r.ctc_only) return;  // the encoder alone: the prompt, budget and draft are not used
     const std::string marker = mtmd_default_marker();
     size_t n = 0;
     for (size_t at = r.prompt.find(marker); at != std::string::npos; at = r.prompt.find(marker, at + marker.size())) ++n;

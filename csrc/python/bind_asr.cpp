@@ -56,7 +56,7 @@ public:
 
     std::unique_ptr<AsrJob> submit(const py::object & samples, const std::string & prompt, int max_new_tokens,
                                    int draft_max, bool return_logits, bool ignore_eos, const py::object & draft,
-                                   bool ctc, bool ctc_draft) {
+                                   bool ctc, bool ctc_draft, int priority, bool ctc_only) {
         asr_.handles().check_open();
         funasr::Request r;
         r.prompt = prompt;
@@ -67,6 +67,8 @@ public:
         if (!draft.is_none()) r.draft = funasr_py::token_ids(draft, asr_.handles().n_vocab());
         r.ctc = ctc;
         r.ctc_draft = ctc_draft;
+        r.priority = priority;
+        r.ctc_only = ctc_only;
         std::vector<float> x = funasr_py::float_samples(samples, "samples");
         return std::make_unique<AsrJob>(asr_.submit(std::move(x), std::move(r)), &asr_);
     }
@@ -182,6 +184,9 @@ void register_asr_bindings(py::module_ & m) {
         .def_property_readonly("ctc_text", [](const Generation & g) { return funasr_py::utf8_text(g.ctc_text); },
                                "ctc / ctc_draft jobs: the greedy CTC transcript (runs merged, blanks and special\n"
                                "tokens dropped); else ''")
+        .def_readonly("admitted", &Generation::admitted,
+                      "the engine's admission order: 0 for the first job it started, then 1, 2 ... (jobs of\n"
+                      "priority 0 before queued ones of priority 1)")
         .def_property_readonly("logits", &logits_array,
                                "return_logits: float32 [n_steps, n_vocab], the logits each choice was taken from\n"
                                "(incl. a final EOG step); else None");
@@ -209,7 +214,7 @@ void register_asr_bindings(py::module_ & m) {
         .def("submit", &AsrModel::submit, py::arg("samples"), py::arg("prompt"), py::kw_only(),
              py::arg("max_new_tokens"), py::arg("draft_max"), py::arg("return_logits") = false,
              py::arg("ignore_eos") = false, py::arg("draft") = py::none(), py::arg("ctc") = false,
-             py::arg("ctc_draft") = false, py::keep_alive<0, 1>(),
+             py::arg("ctc_draft") = false, py::arg("priority") = 0, py::arg("ctc_only") = false, py::keep_alive<0, 1>(),
              "Queue the transcription of samples (1-D float, 16 kHz mono) with prompt, the full ChatML text\n"
              "containing the media marker '<__media__>' once (see funasr_cpp.prompt.build_prompt); returns an\n"
              "AsrJob. Greedy decoding until an end-of-generation token or max_new_tokens (ignore_eos, for\n"
@@ -219,16 +224,22 @@ void register_asr_bindings(py::module_ & m) {
              "jobs with the same instruction (Generation.n_cached_tokens). ctc: also run the mmproj's CTC branch\n"
              "in the same encoder pass and keep its outputs (Generation.ctc_best, ctc_log_probs); ctc_draft: with\n"
              "no draft given, the CTC branch's greedy transcript (re-tokenized for the LLM) is the draft.\n"
-             "Both need an mmproj with the CTC branch (has_ctc), else ValueError.")
+             "Both need an mmproj with the CTC branch (has_ctc), else ValueError.\n"
+             "priority: 0 = normal (finals, offline transcription), 1 = background (live partials): every queued\n"
+             "priority-0 job is admitted before any priority-1 job (FIFO within a priority); a running job is never\n"
+             "preempted. ctc_only: the frontend and the encoder with its CTC head only (one encoder pass, no LLM,\n"
+             "no KV cells, no slot; the prompt and max_new_tokens are not used): the Generation has ctc_best and\n"
+             "ctc_text, empty tokens and text, frontend_ms and encode_ms; needs has_ctc, else ValueError.")
         .def("generate",
              [](AsrModel & self, const py::object & samples, const std::string & prompt, int max_new_tokens,
-                int draft_max, bool return_logits, bool ignore_eos, const py::object & draft, bool ctc, bool ctc_draft) {
+                int draft_max, bool return_logits, bool ignore_eos, const py::object & draft, bool ctc, bool ctc_draft,
+                int priority, bool ctc_only) {
                  return self.submit(samples, prompt, max_new_tokens, draft_max, return_logits, ignore_eos, draft, ctc,
-                                    ctc_draft)->result();
+                                    ctc_draft, priority, ctc_only)->result();
              },
              py::arg("samples"), py::arg("prompt"), py::kw_only(), py::arg("max_new_tokens"), py::arg("draft_max"),
              py::arg("return_logits") = false, py::arg("ignore_eos") = false, py::arg("draft") = py::none(),
-             py::arg("ctc") = false, py::arg("ctc_draft") = false,
+             py::arg("ctc") = false, py::arg("ctc_draft") = false, py::arg("priority") = 0, py::arg("ctc_only") = false,
              "submit(...).result(): transcribe and return the Generation.")
         .def("ctc_log_probs", &AsrModel::ctc_log_probs, py::arg("generation"), py::arg("ids"),
              "float32 [frames, len(ids)]: log_softmax of the CTC head at each frame of a ctc=True job, for the\n"
