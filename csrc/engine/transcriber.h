@@ -7,7 +7,9 @@
 //   out.text, out.tokens, timings, out.ctc_best / ctc_text / ctc_feats (Request::ctc)
 //
 // Jobs submitted from several threads, or several from one, are decoded together, up to
-// n_parallel at a time. Every failure is a funasr::error (engine/error.h).
+// n_parallel at a time; Request::priority 1 (background) waits behind every queued priority-0 job,
+// and Request::ctc_only runs the encoder's CTC head alone (engine.h). Every failure is a
+// funasr::error (engine/error.h).
 #pragma once
 
 #include "engine/ctc_head.h"
