@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from fixtures.engine import AsrModel
+from fixtures.engine import AsrModel, assert_same_tokens
 from fixtures.speech import wav16k_samples
 from fixtures.upstream import OPTIONS
 from funasr_cpp.prompt import MEDIA_MARKER, build_prompt
@@ -19,7 +19,6 @@ N_TOKENS = 24
 # parity settings as in test_asr_parity: exact KV, one thread, no flash attention
 EXACT = dict(n_threads=1, kv_type="f32", flash_attn="off")
 # below this gap between the best and the second-best logit two kernels may honestly disagree
-NEAR_TIE = 1e-3
 
 
 def _jobs(speech):
@@ -42,17 +41,6 @@ def sequential(soft_gguf, jobs):
     """Each job alone, with its logits."""
     with AsrModel(*soft_gguf, n_parallel=1, **EXACT) as m:
         return [m.generate(x, p, max_new_tokens=N_TOKENS, return_logits=True) for x, p in jobs]
-
-
-def assert_same_tokens(ours, ref, what):
-    """Equal tokens, or a first difference where the reference's top two logits are a near-tie."""
-    if ours.tokens == ref.tokens:
-        return
-    i = next((k for k, (a, b) in enumerate(zip(ours.tokens, ref.tokens)) if a != b),
-             min(len(ours.tokens), len(ref.tokens)))
-    top2 = np.sort(ref.logits[i])[-2:]
-    assert top2[1] - top2[0] < NEAR_TIE, (f"{what}: tokens differ at step {i} (ours {ours.tokens[i:i + 3]}, "
-                                          f"alone {ref.tokens[i:i + 3]}) where the top-2 gap is {top2[1] - top2[0]:.4g}")
 
 
 @pytest.mark.parametrize("n_parallel", [2, 4, 8])

@@ -12,13 +12,12 @@ import threading
 import numpy as np
 import pytest
 
-from fixtures.engine import AsrModel
+from fixtures.engine import AsrModel, assert_same_tokens
 from fixtures.speech import wav16k_samples
 from funasr_cpp.prompt import build_prompt
 
 N_TOKENS = 16
 EXACT = dict(n_threads=1, kv_type="f32", flash_attn="off")  # as test_batching: exact KV, one thread
-NEAR_TIE = 1e-3  # as test_batching: below this top-2 gap two kernels may honestly disagree
 JOIN_S = 120     # a bound on every thread of these tests
 
 
@@ -38,17 +37,6 @@ def clips(speech):
 def asr(ctc_gguf):
     with AsrModel(*ctc_gguf, n_parallel=1, **EXACT) as m:
         yield m
-
-
-def assert_same_tokens(ours, ref, what):
-    """Equal tokens, or a first difference where the reference's top two logits are a near-tie."""
-    if ours.tokens == ref.tokens:
-        return
-    i = next((k for k, (a, b) in enumerate(zip(ours.tokens, ref.tokens)) if a != b),
-             min(len(ours.tokens), len(ref.tokens)))
-    gap = np.diff(np.sort(ref.logits[i])[-2:])[0]
-    assert gap < NEAR_TIE, (f"{what}: tokens differ at step {i} (ours {ours.tokens[i:i + 3]}, "
-                            f"alone {ref.tokens[i:i + 3]}) where the top-2 gap is {gap:.4g}")
 
 
 def _run_threads(targets):
