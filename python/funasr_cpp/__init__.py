@@ -21,6 +21,8 @@ _EXPORTS = {
     "Segment": ".types", "Timings": ".types", "Transcription": ".types", "Word": ".types",
     "LoadOptions": ".options", "TranscribeOptions": ".options",
     "FsmnVad": ".vad", "VadOptions": ".vad", "VadStream": ".vad", "STREAMING_SILENCE_SCHEDULE": ".vad",
+    "TranscriptionStream": ".streaming", "SpeechStarted": ".streaming", "PartialText": ".streaming",
+    "FinalSegment": ".streaming", "SpeechStopped": ".streaming",
 }
 
 __all__ = sorted([*_EXPORTS, "draft", "formats"], key=str.lower)
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .llm import quantize
     from .model import Model, transcribe
     from .options import LoadOptions, TranscribeOptions
+    from .streaming import FinalSegment, PartialText, SpeechStarted, SpeechStopped, TranscriptionStream
     from .types import Segment, Timings, Transcription, Word
     from .vad import STREAMING_SILENCE_SCHEDULE, FsmnVad, VadOptions, VadStream
 

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from .prompt import build_prompt, postprocess
 from .timestamps import CtcTokenizer, segment_ctc, words_from_spans
 from .types import Segment, Timings, Transcription, Word  # Segment, Transcription, Word re-exported
 from .vad import FsmnVad, VadOptions, split_utterances
+
+if TYPE_CHECKING:
+    from .streaming import TranscriptionStream
 
 MIN_SAMPLES = 400                 # 25 ms: one fbank frame; shorter audio gives no audio rows
 
@@ -324,6 +327,21 @@ class Model:
         opts = TranscribeOptions.build(options, **overrides)
         self._check_open()
         return PendingTranscription(self._start(audio, opts, sample_rate, draft))
+
+    def stream(self, options: Optional[TranscribeOptions] = None, *, partial_interval: Optional[float] = 0.5,
+               partials: Optional[str] = "auto", **overrides: Any) -> "TranscriptionStream":
+        """Live transcription: a :class:`funasr_cpp.streaming.TranscriptionStream` to ``feed`` audio
+        as it arrives; events ``SpeechStarted``, ``PartialText`` (at most one per
+        ``partial_interval`` s of audio while a segment is open; ``partials``: ``"auto"``, ``"ctc"``,
+        ``"llm"`` or None, see the class), ``FinalSegment`` (token-identical to ``transcribe`` of
+        the segment's samples with ``vad=None``) and ``SpeechStopped``. ``options`` /
+        ``overrides`` as for :meth:`transcribe`; ``vad="auto"`` segments with the model's FSMN-VAD
+        when it has one, else segments end only at ``commit()`` / ``finish()``."""
+        from .streaming import TranscriptionStream
+
+        opts = TranscribeOptions.build(options, **overrides)
+        self._check_open()
+        return TranscriptionStream(self, opts, partial_interval=partial_interval, partials=partials)
 
     def _result(self, call: Any, return_exceptions: bool) -> Any:
         """The call's Transcription, or its exception when return_exceptions."""
