@@ -352,3 +352,51 @@ def test_long_stream_keeps_bounded_audio(model, speech):
         assert stream.time == pytest.approx(1200.0)
     assert n_finals >= 20
     assert most <= 2 * (30 + 1 + 5) * SR  # max segment + a chunk + the lookback, doubled by the growth policy
+
+
+class _RecordingModel:
+    """the Model with its engine's submit recorded (what the stream asks of the engine)"""
+
+    def __init__(self, model):
+        self._model, self.calls = model, []
+        outer = self
+
+        class Engine:
+            def __getattr__(self, name):
+                return getattr(model._asr, name)
+
+            def submit(self, samples, prompt, **kw):
+                outer.calls.append((len(samples), kw))
+                return model._asr.submit(samples, prompt, **kw)
+
+        Engine.submit.__doc__ = type(model._asr).submit.__doc__  # the keywords the stream looks for
+        self._asr = Engine()
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+@pytest.mark.parametrize("which", ["llm", "ctc"])
+def test_partials_are_background_work(model, ctc_model, recording, which):
+    """partials at priority 1 (finals go first), of the open audio's last 15 s; CTC partials are
+    encoder-only jobs; an LLM partial carries the previous one's tokens as its draft"""
+    from funasr_cpp.options import TranscribeOptions
+    from funasr_cpp.streaming import TranscriptionStream
+
+    rec = _RecordingModel(model if which == "llm" else ctc_model)
+    stream = TranscriptionStream(rec, TranscribeOptions(max_new_tokens=N_TOKENS, vad=None), partials=which,
+                                 partial_interval=0.5)
+    with stream:
+        for c in fixed_chunks(recording[: 20 * SR], 250):
+            stream.feed(c)
+            _wait_idle(stream)
+        finals = _finals(stream.finish())
+    assert len(rec.calls) >= 30
+    assert all(kw.get("priority") == 1 for _, kw in rec.calls)
+    assert max(n for n, _ in rec.calls) == 15 * SR
+    if which == "ctc":
+        assert all(kw.get("ctc_only") for _, kw in rec.calls)
+    else:
+        assert rec.calls[0][1]["draft"] is None and all(kw["draft"] for _, kw in rec.calls[1:])
+    ref = rec.transcribe(recording[: 20 * SR], sample_rate=SR, vad=None, max_new_tokens=N_TOKENS)
+    assert [f.segment.tokens for f in finals] == [s.tokens for s in ref.segments]

@@ -172,7 +172,6 @@ class TranscriptionStream:
         self._vad_speech = False      # the VAD is inside a segment (start reported, end not yet)
         self._resampler: Any = None
         self._rate = SAMPLE_RATE
-        self._channels: Optional[int] = None
         self._state = "open"          # "open" -> "finished" | "closed"
         self._error: Optional[BaseException] = None
         self._lock = threading.RLock()
