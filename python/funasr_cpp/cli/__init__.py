@@ -1,5 +1,5 @@
 """The ``funasr-cpp`` command: one module per command (``info``, ``convert`` with ``quantize``,
-``transcribe``, ``dataset`` for transcribe-dataset, ``serve``), the flags they share in ``common``.
+``transcribe``, ``dataset`` for transcribe-dataset, ``serve``, ``stream``), the flags they share in ``common``.
 
 Building the parser does not load the native extension (``--version`` loads it when asked), so
 ``funasr-cpp convert`` and every ``--help`` work where it is missing."""
@@ -24,7 +24,7 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import convert, dataset, info, serve, transcribe
+    from . import convert, dataset, info, serve, stream, transcribe
 
     ap = argparse.ArgumentParser(prog="funasr-cpp", description="Fun-ASR-Nano speech recognition on llama.cpp")
     ap.add_argument("--version", action=_Version)
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_parser(sub)
     dataset.add_parser(sub)
     serve.add_parser(sub)
+    stream.add_parser(sub)
     return ap
 
 
