@@ -78,16 +78,19 @@ def trained_vad_gguf(tmp_path_factory):
 
 def _chunkings(x):
     return {"10ms": fixed_chunks(x, 10), "160ms": fixed_chunks(x, 160), "1s": fixed_chunks(x, 1000),
-            "random": random_chunks(x, 3)}
+            "random": random_chunks(x, 3), "random+16s": random_chunks(x, 4, long_chunk_at=8)}
 
 
 def _vad_segments(model, chunks, options=None):
     """the streaming VAD's (start_ms, end_ms) for this chunking, as the stream must cut them"""
     opts = options or VadOptions(max_single_segment_time=30000.0)
     vad = FsmnVad(model.vad.path, n_threads=1).stream(opts)
+    n = 10 * SR  # longer chunks go in in pieces of 10 s (upstream's offline form starts at 15 s)
+    pieces = [c[i:i + n] for c in chunks for i in range(0, len(c), n)]
     out, start = [], None
-    for i, c in enumerate(chunks):
-        for a, b in vad.feed(c, final=i == len(chunks) - 1):
+    calls = [(c, False) for c in pieces] + [(np.zeros(0, np.float32), True)]  # finish(): an empty final call
+    for c, final in calls:
+        for a, b in vad.feed(c, final=final):
             start = a if a >= 0 else start
             if b >= 0:
                 out.append((start, b))
@@ -129,11 +132,13 @@ def _check_finals(model, x, finals, segments_ms, **opts):
                 [(w.text, w.start + off, w.end + off) for s in ref.segments for w in s.words]
 
 
-@pytest.mark.parametrize("chunking", ["10ms", "160ms", "1s", "random"])
+@pytest.mark.parametrize("chunking", ["10ms", "160ms", "1s", "random", "random+16s"])
 def test_finals_are_the_vad_segments_transcribed(model, recording, chunking):
     chunks = _chunkings(recording)[chunking]
     expected = _vad_segments(model, chunks)
     assert len(expected) >= 4
+    if chunking == "random+16s":  # a chunk of 16 s: the VAD's offline form, whole segments in one call
+        assert max(len(c) for c in chunks) == 16 * SR
     with model.stream(max_new_tokens=N_TOKENS, partials=None) as stream:
         events = _run(stream, chunks)
     _check_finals(model, recording, _finals(events), expected)

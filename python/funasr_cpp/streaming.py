@@ -38,6 +38,9 @@ PARTIAL_WINDOW_SECONDS = 15.0   # a partial decodes the open segment's last 15 s
 LOOKBACK_SECONDS = 5.0          # audio kept before the newest chunk while no segment is open:
                                 # the VAD reports a start after its window and lookback have passed
 PARTIAL_MODES = ("auto", "ctc", "llm", None)
+# the VAD takes long chunks in pieces of at most 10 s: from 15 s on upstream's generate switches to
+# its offline form, which reports only the segments finished in the chunk (an open one's start is lost)
+VAD_PIECE_SECONDS = 10.0
 MAX_CHANNELS = 32               # a 2-D chunk with more "channels" is taken for [channels, samples]
 
 
@@ -362,8 +365,8 @@ class TranscriptionStream:
         before = self._audio.end
         self._audio.append(x)
         if self._vad is not None:
-            if len(x) or final:
-                for start_ms, end_ms in self._vad.feed(x, final=final):
+            for piece, last in _vad_pieces(x, final):
+                for start_ms, end_ms in self._vad.feed(piece, final=last):
                     self._vad_event(start_ms, end_ms)
         elif self._open is None and len(x):
             self._start_segment(before)
@@ -524,6 +527,15 @@ class TranscriptionStream:
     def _raise_error(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"the stream failed: {self._error}") from self._error
+
+
+def _vad_pieces(x: np.ndarray, final: bool) -> list:
+    """(piece, final) for the VAD: ``x`` in pieces of at most VAD_PIECE_SECONDS, final on the last."""
+    n = int(VAD_PIECE_SECONDS * SAMPLE_RATE)
+    pieces = [x[i:i + n] for i in range(0, len(x), n)]
+    if not pieces:
+        return [(x, True)] if final else []
+    return [(piece, final and k == len(pieces) - 1) for k, piece in enumerate(pieces)]
 
 
 def _joined(segments: list, start: int, end: int) -> Segment:
