@@ -1,8 +1,9 @@
 """`funasr-cpp stream` (funasr_cpp/cli/stream.py): the command drives Model.stream, so its finals must
 be exactly those of Model.stream fed the same audio in the same chunks (CHUNK_SECONDS), whatever the
-input door: a WAV file (--fast), raw s16le or f32le PCM on stdin. Then --mic without sounddevice (a
-clear error naming the extra), Ctrl-C during a real-time stream (exit 130, the finals so far
-printed), the flag errors, and the output forms (JSON lines, the terminal's partial line).
+input door: a WAV file (--fast), raw s16le or f32le PCM on stdin, --mic through a stand-in sounddevice
+that records the file and then presses Ctrl-C. Then --mic without sounddevice (a clear error
+naming the extra), Ctrl-C during a real-time stream (exit 130, the finals so far printed), bad
+PCM, the flag errors, and the output forms (JSON lines, the terminal's partial line).
 
 Oracle: Model.stream itself (tests/test_streaming.py holds its finals to `transcribe` of each
 slice and its cuts to the streaming VAD, which test_vad_stream.py holds to upstream). Models: the
@@ -11,6 +12,7 @@ on speech with pauses. Every subprocess runs under a timeout; nothing asserts on
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import signal
@@ -164,6 +166,49 @@ sys.exit(main(["stream", "--mic", "--llm", {str(tmp_path / 'missing.gguf')!r}, "
     assert out.returncode == 1, out.stderr
     assert out.stderr.startswith("error: --mic needs the sounddevice package") and MIC_INSTALL in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# a stand-in for sounddevice: InputStream delivers the samples of $FAKE_MIC_NPY (float32, 16 kHz) through
+# the callback in blocks of `blocksize` from a thread, then sends the process SIGINT (Ctrl-C)
+FAKE_SOUNDDEVICE = """
+import os, signal, threading
+import numpy as np
+
+class PortAudioError(Exception):
+    pass
+
+class InputStream:
+    def __init__(self, samplerate, channels, dtype, blocksize, callback):
+        assert (samplerate, channels, dtype) == (16000, 1, "float32"), (samplerate, channels, dtype)
+        self.blocksize, self.callback = blocksize, callback
+        self.thread = threading.Thread(target=self._record, daemon=True)
+
+    def _record(self):
+        x = np.load(os.environ["FAKE_MIC_NPY"])
+        for i in range(0, len(x), self.blocksize):
+            block = x[i:i + self.blocksize, None]
+            self.callback(block, len(block), None, None)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        return False
+"""
+
+
+def test_mic_feeds_every_block_recorded_before_ctrl_c(model_args, pauses_wav, api_finals, tmp_path):
+    """--mic through a stand-in sounddevice that records the WAV, then Ctrl-C: the blocks still queued
+    at the Ctrl-C are fed, so the finals are the file's; exit 130."""
+    (tmp_path / "sounddevice.py").write_text(FAKE_SOUNDDEVICE)
+    np.save(tmp_path / "mic.npy", load_audio(pauses_wav))
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, "FAKE_MIC_NPY": str(tmp_path / "mic.npy")}
+    out = run_cli("stream", *model_args, "--jsonl", "--mic", timeout=TIMEOUT, env=env)
+    assert out.returncode == EXIT_INTERRUPTED, out.stderr
+    assert _jsonl_finals(out.stdout) == api_finals
 
 
 def test_ctrl_c_finishes_the_stream(model_args, pauses_wav, api_finals):

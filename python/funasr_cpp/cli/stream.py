@@ -95,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except common.USER_ERRORS as exc:
         return common.error(exc)
-    chunks = (_mic_chunks(args) if args.mic else _stdin_chunks(args) if args.source == "-"
-              else _file_chunks(audio, paced=not args.fast))
+    stop = _StopOnInterrupt()  # the sources end when it is requested
+    chunks = (_mic_chunks(args, stop) if args.mic else _stdin_chunks(args, stop) if args.source == "-"
+              else _file_chunks(audio, stop, paced=not args.fast))
     with model:
         try:
-            return _transcribe(model, options, args, chunks)
+            return _transcribe(model, options, args, chunks, stop)
         except KeyboardInterrupt:  # the second Ctrl-C: abort without finishing
             return EXIT_INTERRUPTED
 
@@ -146,7 +147,8 @@ def _load(args: argparse.Namespace):
     return model
 
 
-def _transcribe(model, options, args: argparse.Namespace, chunks: Iterator[np.ndarray]) -> int:
+def _transcribe(model, options, args: argparse.Namespace, chunks: Iterator[np.ndarray],
+                stop: "_StopOnInterrupt") -> int:
     """Feed the chunks and print the events; 130 after a Ctrl-C, 1 after an error, else 0."""
     printer = _Printer(jsonl=args.jsonl, tty=sys.stdout.isatty())
     raw = args.mic or args.source == "-"
@@ -155,14 +157,11 @@ def _transcribe(model, options, args: argparse.Namespace, chunks: Iterator[np.nd
         stream = model.stream(options, **_stream_overrides(args, printer))
     except common.USER_ERRORS as exc:  # e.g. --partials ctc on a checkpoint without the CTC head
         return common.error(exc)
-    stop = _StopOnInterrupt()
     rc = 0
     with stop, stream:
         try:
             for chunk in chunks:
                 printer.show(stream.feed(chunk, rate))
-                if stop.requested:
-                    break
         except common.USER_ERRORS as exc:  # e.g. NaN in f32le input: what came before is still finished
             printer.end()
             rc = common.error(f"{'stdin' if args.source == '-' else args.source or 'microphone'}: {exc}")
@@ -207,9 +206,9 @@ class _StopOnInterrupt:
 
 
 # ------------------------------------------------------------------------------ the sources
-def _file_chunks(audio: np.ndarray, *, paced: bool) -> Iterator[np.ndarray]:
-    """16 kHz samples in CHUNK_SECONDS chunks; paced: each one when the audio clock reaches its end
-    (as a recorder delivers it)."""
+def _file_chunks(audio: np.ndarray, stop: "_StopOnInterrupt", *, paced: bool) -> Iterator[np.ndarray]:
+    """16 kHz samples in CHUNK_SECONDS chunks, until the end or a stop; paced: each one when the audio
+    clock reaches its end (as a recorder delivers it)."""
     n = int(SAMPLE_RATE * CHUNK_SECONDS)
     start = time.monotonic()
     for i in range(0, len(audio), n):
@@ -218,16 +217,19 @@ def _file_chunks(audio: np.ndarray, *, paced: bool) -> Iterator[np.ndarray]:
             delay = start + (i + len(chunk)) / SAMPLE_RATE - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        if stop.requested:
+            return
         yield chunk
 
 
-def _stdin_chunks(args: argparse.Namespace) -> Iterator[np.ndarray]:
-    """Raw interleaved PCM from stdin in CHUNK_SECONDS chunks, mono (channels averaged)."""
+def _stdin_chunks(args: argparse.Namespace, stop: "_StopOnInterrupt") -> Iterator[np.ndarray]:
+    """Raw interleaved PCM from stdin in CHUNK_SECONDS chunks, mono (channels averaged), until its end
+    or a stop (a read under way completes first: a Ctrl-C in a shell stops the writer too, e.g. arecord)."""
     dtype = np.dtype(PCM_FORMATS[args.format or "s16le"])
     channels = args.channels or DEFAULT_CHANNELS
     frame = dtype.itemsize * channels
     want = max(1, int((args.rate or DEFAULT_RATE) * CHUNK_SECONDS)) * frame
-    while True:
+    while not stop.requested:
         data = sys.stdin.buffer.read(want)  # blocks until a whole chunk (or the end) is there
         if not data:
             return
@@ -250,8 +252,9 @@ def _mono(frames: np.ndarray) -> np.ndarray:
     return x.mean(axis=1)
 
 
-def _mic_chunks(args: argparse.Namespace) -> Iterator[np.ndarray]:
-    """The default input device in CHUNK_SECONDS blocks (sounddevice's callback fills a queue)."""
+def _mic_chunks(args: argparse.Namespace, stop: "_StopOnInterrupt") -> Iterator[np.ndarray]:
+    """The default input device in CHUNK_SECONDS blocks (sounddevice's callback fills a queue) until a
+    stop; then the device closes and the blocks it recorded before are still fed."""
     import sounddevice as sd
 
     rate, channels = args.rate or DEFAULT_RATE, args.channels or DEFAULT_CHANNELS
@@ -268,11 +271,13 @@ def _mic_chunks(args: argparse.Namespace) -> Iterator[np.ndarray]:
     except sd.PortAudioError as exc:  # no input device, a rate or channel count it cannot do, ...
         raise RuntimeError(f"cannot open the microphone: {exc}") from None
     with device:
-        while True:
+        while not stop.requested:
             try:
                 yield _mono(blocks.get(timeout=CHUNK_SECONDS))
             except queue.Empty:
-                yield np.zeros(0, np.float32)  # lets the loop see a Ctrl-C and collect finished events
+                yield np.zeros(0, np.float32)  # lets the loop see a stop and collect finished events
+    while not blocks.empty():
+        yield _mono(blocks.get())
 
 
 # ------------------------------------------------------------------------------ the output
