@@ -46,7 +46,7 @@ def test_help_without_the_native_extension():
     out = run_without_native("""
 import sys
 from funasr_cpp.cli import main
-for argv in ([], ["info"], ["convert"], ["quantize"], ["transcribe"], ["transcribe-dataset"], ["serve"]):
+for argv in ([], ["info"], ["convert"], ["quantize"], ["transcribe"], ["transcribe-dataset"], ["serve"], ["stream"]):
     try:
         main([*argv, "--help"])
     except SystemExit as exc:
