@@ -136,3 +136,19 @@ def test_builds_ab_tiny_smoke(tmp_path):
     assert set(res["medians"]) == {"a 3s", "b 3s"}
     for m in res["medians"].values():
         assert m["n"] == 2 and m["total_ms"] >= m["encode_ms"] > 0 and m["tokens_per_s"] > 0
+
+
+def test_streaming_tiny_smoke(tmp_path):
+    """benchmarks/streaming.py --tiny (partial modes, N streams at once) runs end to end: every final
+    has the fixed token count, finals come after their VAD close, partials only where asked."""
+    out = run_script("streaming.py", tmp_path, "--tiny", "--seconds", "8", "--speed", "4", "--threads", "1",
+                     "--streams", "1", "2", timeout=300)
+    res = json.loads((out / "streaming.json").read_text())
+    assert [r["mode"] for r in res["modes"]] == ["ctc", "llm", "none"]
+    assert [r["streams"] for r in res["streams"]] == [1, 2]
+    for r in res["modes"] + res["streams"]:
+        assert r["finals"] >= r["streams"] and r["tokens_per_final"] == [res["setup"]["tokens"]]
+        assert r["after_vad_close_s"]["p50"] >= 0 and r["cpu_cores"] > 0
+        assert (r["partials"] > 0) == (r["mode"] != "none")
+    assert res["streams"][1]["finals"] == 2 * res["streams"][0]["finals"]  # each stream gets every final
+    assert (out / "streaming.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
