@@ -14,7 +14,8 @@ Measured per run (each in its own process, one Model, `--threads` threads):
 - CPU busy share: process CPU time / wall time (cores), and / threads.
 Partial modes "ctc", "llm" and None on one stream, then N streams at once (each its own feeding
 thread, the same recording, started together: their segments close at the same moment, the
-worst case) with partials="auto" until the p95 final latency passes --limit seconds.
+worst case) with partials="auto": N = 1 and 2, then on until a p95 final latency (after the
+segment's end or after the VAD's close) passes --limit seconds.
 
 Random weights never stop early, so the work per segment is fixed: every final generates exactly
 --tokens tokens (ignore_eos, max_tokens_per_second=None, repetition guard off, no CTC draft);
@@ -231,6 +232,13 @@ def chart(res: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+LATENCIES = ("final_latency_s", "after_vad_close_s")
+
+
+def _under(r: dict, key: str, limit: float) -> bool:
+    return r[key]["p95"] is not None and r[key]["p95"] <= limit
+
+
 def measure(spec: dict, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     return workloads.run_json([sys.executable, __file__, "--run", json.dumps(spec)], env=env)
@@ -279,11 +287,11 @@ def main() -> int:
         r = same[0] if same else measure({**base, "mode": auto, "streams": n}, args.threads)
         log(f"{n} streams: {json.dumps(r)}")
         res["streams"].append(r)
-        if r["final_latency_s"]["p95"] is None or r["final_latency_s"]["p95"] > args.limit:
+        if n >= 2 and not all(_under(r, key, args.limit) for key in LATENCIES):  # 1 and 2 always measured
             break
-    ok = [r["streams"] for r in res["streams"]
-          if r["final_latency_s"]["p95"] is not None and r["final_latency_s"]["p95"] <= args.limit]
-    res["max_streams_under_limit"] = max(ok, default=0)
+    # the largest N under the limit, for the latency after the segment's end and after the VAD's close
+    res["max_streams_under_limit"] = {key: max([r["streams"] for r in res["streams"] if _under(r, key, args.limit)],
+                                               default=0) for key in LATENCIES}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "streaming.json").write_text(json.dumps(res, indent=1) + "\n")
     chart(res, args.out / "streaming.png")

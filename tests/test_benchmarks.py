@@ -151,4 +151,5 @@ def test_streaming_tiny_smoke(tmp_path):
         assert r["after_vad_close_s"]["p50"] >= 0 and r["cpu_cores"] > 0
         assert (r["partials"] > 0) == (r["mode"] != "none")
     assert res["streams"][1]["finals"] == 2 * res["streams"][0]["finals"]  # each stream gets every final
+    assert set(res["max_streams_under_limit"]) == {"final_latency_s", "after_vad_close_s"}
     assert (out / "streaming.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
