@@ -13,6 +13,7 @@ run. Tests only read them: a test that needs to change one works on its own copy
     ctc_upstream   fixtures.upstream.Upstream on ctc_release (results carry upstream's CTC fields)
     mmproj_192     the f32 mmproj of a seed-1 release whose LLM is 192 wide (does not fit the 128-wide LLMs)
     tiny_qwen3     (path, metadata) of fixtures.tiny_llm_gguf.write_tiny_qwen3() with its defaults
+    vad_gguf       the random-weight FSMN-VAD release (fixtures.vad_checkpoint, seed 0) as its GGUF
 
 Process-level quirks, as in the modules: torch shares the process with our models (tests that
 run both use n_threads=1 for ours); the oracle runs warmed up and without dither (Upstream)."""
@@ -128,3 +129,13 @@ def tiny_qwen3(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("llm") / "tiny-qwen3.gguf"
     return path, write_tiny_qwen3(path)
+
+
+@pytest.fixture(scope="session")
+def vad_gguf(tmp_path_factory):
+    from fixtures.vad_checkpoint import write_vad_checkpoint
+    from funasr_cpp.converters.vad_gguf import write_vad_gguf
+
+    folder = tmp_path_factory.mktemp("vad") / "fsmn-vad"
+    write_vad_checkpoint(folder, seed=0)
+    return write_vad_gguf(folder, folder.parent / "gguf")

@@ -25,24 +25,15 @@ import pytest
 
 from fixtures.cli import run_cli, scripts_path_env
 from fixtures.speech import write_wav16k
-from fixtures.vad_checkpoint import write_vad_checkpoint
 from fixtures.vad_clips import vad_clips
 from funasr_cpp.audio import load_audio
 from funasr_cpp.cli import main
 from funasr_cpp.cli.stream import CHUNK_SECONDS, EXIT_INTERRUPTED, MIC_INSTALL, _Printer, event_dict, final_line
-from funasr_cpp.converters.vad_gguf import write_vad_gguf
 from funasr_cpp.options import TranscribeOptions
 
 SR = 16000
 MAX_NEW_TOKENS = 6  # short finals: the command's logic is under test, not decoding
 TIMEOUT = 120       # seconds for one command (a model load plus a --fast pass of ~20 s of audio)
-
-
-@pytest.fixture(scope="module")
-def vad_gguf(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli-stream-vad") / "fsmn-vad"
-    write_vad_checkpoint(folder, seed=0)
-    return write_vad_gguf(folder, folder.parent / "gguf")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.vad_checkpoint import write_vad_checkpoint
 from fixtures.vad_clips import SR, noise, silence, vad_clips
 from fixtures.vad_stream import fixed_chunks, random_chunks
 from funasr_cpp import Model
@@ -32,13 +31,6 @@ N_TOKENS = 24
 # batch-invariant decoding (test_batching's parity settings): a final decoded next to other jobs
 # is the slice decoded alone
 EXACT = dict(n_threads=1, kv_type="f32", flash_attn="off", n_parallel=4)
-
-
-@pytest.fixture(scope="module")
-def vad_gguf(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("stream-vad") / "fsmn-vad"
-    write_vad_checkpoint(folder, seed=0)
-    return write_vad_gguf(folder, folder.parent / "gguf")
 
 
 @pytest.fixture(scope="module")
