@@ -8,8 +8,8 @@ closes it, the sentence is decoded as a whole and becomes the final.
 - **Finals are exact**: a :class:`FinalSegment` is ``Model.start(samples[start:end], vad=None)``
   of the stream's own 16 kHz samples, the path ``Model.transcribe`` takes, so it is
   token-identical to ``model.transcribe(samples[start:end], vad=None)`` with the same options.
-- **Partials** are background work: submitted at background priority where the engine has it
-  (finals go first), a new partial cancels the unfinished one, a final cancels its segment's
+- **Partials** are background work: submitted at the engine's background priority (queued
+  finals go first), a new partial cancels the unfinished one, a final cancels its segment's
   partials, and no :class:`PartialText` comes after its segment's :class:`FinalSegment`.
 - **Memory** is the open segment's audio (at most ``max_segment_seconds``: long speech is cut as
   offline) plus a few seconds of lookback for the VAD's start decisions, whatever the stream's
@@ -42,6 +42,7 @@ PARTIAL_MODES = ("auto", "ctc", "llm", None)
 # its offline form, which reports only the segments finished in the chunk (an open one's start is lost)
 VAD_PIECE_SECONDS = 10.0
 MAX_CHANNELS = 32               # a 2-D chunk with more "channels" is taken for [channels, samples]
+BACKGROUND = 1                  # the engine's priority for partials (0: finals and offline transcription)
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -168,7 +169,6 @@ class TranscriptionStream:
         self._final_options = options.replace(vad=None)
         self._prompt = build_prompt(options.language, options.itn, options.hotwords)
         self._max_len = int(round(options.max_segment_seconds * SAMPLE_RATE))
-        self._engine_kw = _engine_keywords(self._asr)
 
         self._audio = _Audio()
         self._open: Optional[_Open] = None
@@ -440,16 +440,13 @@ class TranscriptionStream:
         self._queue(("partial", seg, seg.serial, seg.partial_job), seg.partial_job)
 
     def _submit_partial(self, x: np.ndarray, seg: _Open) -> Any:
-        kw = dict(self._engine_kw)
-        if self._partials == "ctc":
-            if "ctc_only" in kw:
-                kw["ctc_only"] = True
-            else:  # an engine without ctc_only: the CTC head runs with the encoder, one LLM token
-                kw["ctc"] = True
-            return self._asr.submit(x, self._prompt, max_new_tokens=1, draft_max=0, **kw)
+        # background priority: a queued partial waits behind every queued final
+        if self._partials == "ctc":  # the encoder pass with the CTC head alone: no LLM, no KV cells
+            return self._asr.submit(x, self._prompt, max_new_tokens=1, draft_max=0, priority=BACKGROUND,
+                                    ctc_only=True)
         budget = self.options.token_budget(len(x) / SAMPLE_RATE)
         return self._asr.submit(x, self._prompt, max_new_tokens=budget, draft_max=self.options.draft_max,
-                                draft=seg.draft, **kw)
+                                draft=seg.draft, priority=BACKGROUND)
 
     # -- the worker: waits on the jobs (driving the engine), queues the events -----------------
     def _queue(self, item: tuple, job: Any) -> None:
@@ -546,17 +543,6 @@ def _joined(segments: list, start: int, end: int) -> Segment:
     words = [Word(w.start + offset, w.end + offset, w.text, w.probability) for s in segments for w in s.words]
     text = " ".join(s.text for s in segments)
     return Segment(offset, end / SAMPLE_RATE, text, tokens, any(s.repetition_cut for s in segments), words)
-
-
-def _engine_keywords(asr: Any) -> dict:
-    """Background priority where the engine has it (finals go first)."""
-    doc = getattr(type(asr).submit, "__doc__", "") or ""
-    kw: dict = {}
-    if "priority" in doc:
-        kw["priority"] = 1
-    if "ctc_only" in doc:
-        kw["ctc_only"] = False
-    return kw
 
 
 __all__ = ["FinalSegment", "PartialText", "SpeechStarted", "SpeechStopped", "StreamEvent", "TranscriptionStream"]
