@@ -14,8 +14,11 @@ Measured per run (each in its own process, one Model, `--threads` threads):
 - CPU busy share: process CPU time / wall time (cores), and / threads.
 Partial modes "ctc", "llm" and None on one stream, then N streams at once (each its own feeding
 thread, the same recording, started together: their segments close at the same moment, the
-worst case) with partials="auto": N = 1 and 2, then on until a p95 final latency (after the
-segment's end or after the VAD's close) passes --limit seconds.
+worst case) with --sweep-mode partials ("ctc", what "auto" picks on this checkpoint): N = 1 and
+2, then on until a p95 final latency (after the segment's end or after the VAD's close) passes
+--limit seconds (--sweep-all: every N). A second sweep, e.g. without partials:
+
+    python benchmarks/streaming.py --modes --sweep-mode none --sweep-all --streams 1 2 4 --tag none
 
 Random weights never stop early, so the work per segment is fixed: every final generates exactly
 --tokens tokens (ignore_eos, max_tokens_per_second=None, repetition guard off, no CTC draft);
@@ -224,7 +227,8 @@ def chart(res: dict, path: Path) -> None:
     b.plot([r["streams"] for r in ns], [r["final_latency_s"]["p50"] for r in ns], "o-", label="p50")
     b.plot([r["streams"] for r in ns], [r["final_latency_s"]["p95"] for r in ns], "o-", label="p95")
     b.axhline(res["setup"]["limit_s"], color="grey", ls="--", label="limit")
-    b.set_xlabel("streams at once (partials=auto)")
+    b.set_xticks([r["streams"] for r in ns])
+    b.set_xlabel(f"streams at once (partials={res['setup'].get('sweep_mode', 'ctc')})")
     b.set_ylabel("final − segment end (s)")
     b.set_title("N streams, one Model")
     b.legend()
@@ -252,8 +256,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=32, help="generated tokens per final (and LLM partial budget)")
     ap.add_argument("--interval", type=float, default=0.5, help="partial_interval (s)")
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES, help="partial modes on one stream")
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--sweep-mode", default="ctc", choices=MODES,
+                    help="partials of the N-streams sweep (ctc = what 'auto' picks on this checkpoint)")
+    ap.add_argument("--sweep-all", action="store_true", help="measure every --streams N (no stop at the limit)")
+    ap.add_argument("--tag", default="", help="results/streaming{-TAG}.json/.png")
     ap.add_argument("--limit", type=float, default=3.0, help="p95 final latency that ends the N sweep (s)")
     ap.add_argument("--speed", type=float, default=1.0, help="feed speed (x real time; 1 = live)")
     ap.add_argument("--tiny", action="store_true", help="smoke run on the tiny test weights and random VAD")
@@ -275,26 +283,27 @@ def main() -> int:
             "options": options}
     res = {"setup": {"threads": args.threads, "tokens": args.tokens, "interval_s": args.interval, "chunk_ms": CHUNK_MS,
                      "audio_s": args.seconds, "speed": args.speed, "vad": vad_name, "limit_s": args.limit,
-                     "llm": "q8_0", "mmproj": "f16", "tiny": args.tiny, "options": options},
+                     "llm": "q8_0", "mmproj": "f16", "tiny": args.tiny, "options": options,
+                     "sweep_mode": args.sweep_mode},
            "modes": [], "streams": []}
     for mode in args.modes:
         r = measure({**base, "mode": mode, "streams": 1}, args.threads)
         log(f"mode {mode}: {json.dumps(r)}")
         res["modes"].append(r)
-    auto = "ctc"  # the checkpoint has the CTC head: partials="auto" is "ctc"
     for n in args.streams:
-        same = [r for r in res["modes"] if r["mode"] == auto and n == 1]
-        r = same[0] if same else measure({**base, "mode": auto, "streams": n}, args.threads)
+        same = [r for r in res["modes"] if r["mode"] == args.sweep_mode and n == 1]
+        r = same[0] if same else measure({**base, "mode": args.sweep_mode, "streams": n}, args.threads)
         log(f"{n} streams: {json.dumps(r)}")
         res["streams"].append(r)
-        if n >= 2 and not all(_under(r, key, args.limit) for key in LATENCIES):  # 1 and 2 always measured
-            break
+        if not args.sweep_all and n >= 2 and not all(_under(r, key, args.limit) for key in LATENCIES):
+            break  # 1 and 2 always measured
     # the largest N under the limit, for the latency after the segment's end and after the VAD's close
     res["max_streams_under_limit"] = {key: max([r["streams"] for r in res["streams"] if _under(r, key, args.limit)],
                                                default=0) for key in LATENCIES}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "streaming.json").write_text(json.dumps(res, indent=1) + "\n")
-    chart(res, args.out / "streaming.png")
+    name = "streaming" + (f"-{args.tag}" if args.tag else "")
+    (args.out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+    chart(res, args.out / f"{name}.png")
     print(table(res["modes"] + [r for r in res["streams"] if r["streams"] > 1]))
     print(f"largest N with p95 final latency <= {args.limit:g} s: {res['max_streams_under_limit']}")
     return 0
