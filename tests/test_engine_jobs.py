@@ -97,6 +97,21 @@ def test_ctc_only_takes_no_slot(ctc_gguf, clips):
         assert got.admitted == a.result().admitted + 1
 
 
+def test_priority_1_waits_while_a_priority_0_job_runs(ctc_gguf, clips):
+    """Background work never runs beside a normal job, even with free slots: a priority-1 ctc_only
+    job and a priority-1 decoding job submitted while A decodes both start after A has finished
+    (their waiter drives A to its end first), and A's tokens are those it has alone."""
+    with AsrModel(*ctc_gguf, n_parallel=2, **EXACT) as m:
+        alone = m.generate(clips["zh"], build_prompt(), max_new_tokens=40, ignore_eos=True)
+        a = m.submit(clips["zh"], build_prompt(), max_new_tokens=40, ignore_eos=True)
+        x = m.submit(clips["en"], "", ctc_only=True, priority=1)
+        b = m.submit(clips["en"], build_prompt(), max_new_tokens=4, priority=1)
+        got = x.result()
+        assert a.done and a.result().tokens == alone.tokens
+        assert got.admitted > a.result().admitted
+        assert b.result().admitted > a.result().admitted and len(b.result().tokens) > 0
+
+
 def test_ctc_only_jobs_beside_decoding_from_threads(ctc_gguf, clips):
     """Decoding jobs and ctc_only jobs from several threads on one engine: every decode equals the
     same job alone, every ctc_only job equals its run alone."""

@@ -253,6 +253,13 @@ void Engine::admit() {
             if (queue_.empty()) return;
             job = queue_.front();
         }
+        // background work (partial hypotheses) waits while a normal job runs: it must never slow a
+        // final down (the queue already puts every normal job before it)
+        if (job->req.priority > 0 && std::any_of(slots_.begin(), slots_.end(), [](const auto & j) {
+                return j != nullptr && j->req.priority == 0;
+            })) {
+            return;
+        }
         if (job->req.ctc_only) {
             if (ran_ctc_only) return;
             ran_ctc_only = true;

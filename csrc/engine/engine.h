@@ -8,7 +8,8 @@
 //
 // Priority (Request::priority): 0 = normal (finals, offline transcription), 1 = background
 // (live partial hypotheses). The queue holds every priority-0 job before any priority-1 job, FIFO
-// within a priority, and admission takes it in that order; a running job is never preempted.
+// within a priority, and admission takes it in that order; a priority-1 job is admitted only while
+// no priority-0 job runs (a partial never slows a final down); a running job is never preempted.
 // Encoder-only jobs (Request::ctc_only) run the frontend and the encoder with its CTC head when
 // their turn in the queue comes, and finish there: no slot, no KV cells, no LLM. At most one runs
 // per step, so that they interleave with the decode steps of the running jobs.

@@ -8,9 +8,10 @@ closes it, the sentence is decoded as a whole and becomes the final.
 - **Finals are exact**: a :class:`FinalSegment` is ``Model.start(samples[start:end], vad=None)``
   of the stream's own 16 kHz samples, the path ``Model.transcribe`` takes, so it is
   token-identical to ``model.transcribe(samples[start:end], vad=None)`` with the same options.
-- **Partials** are background work: submitted at the engine's background priority (queued
-  finals go first), a new partial cancels the unfinished one, a final cancels its segment's
-  partials, and no :class:`PartialText` comes after its segment's :class:`FinalSegment`.
+- **Partials** are background work: submitted at the engine's background priority (the engine
+  runs none while a final is queued or decoding), at most one per segment at a time (a tick that
+  finds the last one unfinished is dropped, not queued), a final cancels its segment's partial,
+  and no :class:`PartialText` comes after its segment's :class:`FinalSegment`.
 - **Memory** is the open segment's audio (at most ``max_segment_seconds``: long speech is cut as
   offline) plus a few seconds of lookback for the VAD's start decisions, whatever the stream's
   length (:attr:`TranscriptionStream.buffered_samples`).
@@ -151,8 +152,8 @@ class TranscriptionStream:
     model); ``"llm"`` is an LLM decode of the open audio (its last 15 s), the real text, at the
     cost of a decode (prefill + tokens; the previous partial is its speculative draft, so a
     stable hypothesis costs few steps); ``"auto"``: ``"ctc"`` on a checkpoint with the CTC head,
-    else ``"llm"``; None: no partials. Either way partials go behind finals in the engine and
-    stale ones are cancelled, never queued.
+    else ``"llm"``; None: no partials. Either way partials run only while no final is queued or
+    decoding, and a tick that finds the segment's last partial unfinished is skipped, not queued.
 
     Thread-safe; not picklable. ``close()`` (or the context manager) cancels the stream's jobs."""
 
@@ -431,8 +432,8 @@ class TranscriptionStream:
         if have < seg.next_partial or have < MIN_SAMPLES:
             return
         seg.next_partial = (have // self._interval + 1) * self._interval
-        if seg.partial_job is not None:
-            seg.partial_job.cancel()  # stale: the newer audio replaces it
+        if seg.partial_job is not None and not seg.partial_job.done:
+            return  # the last one is still queued or running: this tick is dropped, not queued
         a = max(seg.start, self._audio.end - int(PARTIAL_WINDOW_SECONDS * SAMPLE_RATE))
         x = self._audio.slice(a, self._audio.end)
         seg.serial += 1
