@@ -53,21 +53,7 @@ MODES = ("ctc", "llm", "none")
 # -- inputs ------------------------------------------------------------------------------------
 def live_track(work: Path, seconds: float) -> Path:
     """A wav of `seconds`: the benchmark sentences (eSpeak NG) with the PAUSES between them, repeated."""
-    from fixtures.speech import espeak, write_wav16k
-
-    path = work / f"live-speech-{seconds:g}s.wav"
-    if path.is_file():
-        return path
-    voices = [espeak(t, v) for v, t in SENTENCES]
-    parts, n, k = [], 0, 0
-    while n < seconds * SAMPLE_RATE:
-        x = voices[k % len(voices)]
-        pause = np.zeros(int(PAUSES[k % len(PAUSES)] * SAMPLE_RATE), np.float32)
-        parts += [x, pause]
-        n += len(x) + len(pause)
-        k += 1
-    write_wav16k(path, 0.8 * np.concatenate(parts)[: int(seconds * SAMPLE_RATE)])
-    return path
+    return workloads.speech_with_pauses(work / f"live-speech-{seconds:g}s.wav", seconds, PAUSES)
 
 
 def vad_gguf(work: Path, tiny: bool) -> tuple:

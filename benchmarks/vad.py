@@ -51,22 +51,7 @@ def cpu_s() -> float:
 
 def conversation(work: Path, seconds: float) -> Path:
     """Sentences with pauses of 0.3 to 3 s over faint noise (16-bit WAV), a prefix of one track."""
-    path = work / f"conversation-{seconds:g}s.wav"
-    if path.is_file():
-        return path
-    from fixtures.speech import espeak, write_wav16k
-
-    voices = [espeak(t, v) for v, t in SENTENCES]
-    parts, k, n = [], 0, 0
-    need = int(seconds * SAMPLE_RATE)
-    while n < need:
-        parts += [voices[k % len(voices)], np.zeros(int(PAUSES[k % len(PAUSES)] * SAMPLE_RATE), np.float32)]
-        n += len(parts[-1]) + len(parts[-2])
-        k += 1
-    x = 0.8 * np.concatenate(parts)[:need]
-    x = x + (1e-4 * np.random.default_rng(0).standard_normal(need)).astype(np.float32)
-    write_wav16k(path, x)
-    return path
+    return workloads.speech_with_pauses(work / f"conversation-{seconds:g}s.wav", seconds, PAUSES, noise=1e-4)
 
 
 def vad_model(work: Path) -> tuple[Path, Path]:

@@ -95,6 +95,27 @@ def audio_files(work: Path, seconds) -> dict:
     return paths
 
 
+def speech_with_pauses(path: Path, seconds: float, pauses, noise: float = 0.0) -> Path:
+    """A 16-bit WAV of `seconds` at `path` (kept once written): the SENTENCES (eSpeak NG) in turn, each
+    followed by the next of `pauses` (seconds, cycling), x 0.8; with `noise`, that much Gaussian noise
+    (seed 0) under it all."""
+    if path.is_file():
+        return path
+    voices = [espeak(t, v) for v, t in SENTENCES]
+    need = int(seconds * SAMPLE_RATE)
+    parts, n, k = [], 0, 0
+    while n < need:
+        x = voices[k % len(voices)]
+        pause = np.zeros(int(pauses[k % len(pauses)] * SAMPLE_RATE), np.float32)
+        parts += [x, pause]
+        n += len(x) + len(pause)
+        k += 1
+    x = 0.8 * np.concatenate(parts)[:need]
+    if noise:
+        x = x + (noise * np.random.default_rng(0).standard_normal(need)).astype(np.float32)
+    write_wav16k(path, x)
+    return path
+
 def lfr_frames(n_samples: int) -> int:
     """LFR frames of n_samples (25 ms / 10 ms fbank frames, 6 per LFR frame, the last one padded)."""
     n_fbank = 1 + (n_samples - 400) // 160 if n_samples >= 400 else 0
