@@ -278,9 +278,9 @@ def test_jsonl_event_forms():
     from funasr_cpp.types import Segment, Word
 
     seg = Segment(0.5, 1.25, "hi", [7], words=[Word(0.5, 0.75, "hi", 0.9)])
-    assert event_dict(SpeechStarted(0.5)) == {"type": "speech_started", "time": 0.5}
+    assert event_dict(SpeechStarted(0.5, 0)) == {"type": "speech_started", "time": 0.5, "index": 0}
     assert event_dict(PartialText(0, 0.5, "h")) == {"type": "partial", "index": 0, "start": 0.5, "text": "h"}
-    assert event_dict(SpeechStopped(1.25)) == {"type": "speech_stopped", "time": 1.25}
+    assert event_dict(SpeechStopped(1.25, 0)) == {"type": "speech_stopped", "time": 1.25, "index": 0}
     final = event_dict(FinalSegment(0, seg))
     assert final["type"] == "final" and final["index"] == 0
     assert (final["start"], final["end"], final["text"], final["tokens"]) == (0.5, 1.25, "hi", [7])

@@ -49,8 +49,9 @@ BACKGROUND = 1                  # the engine's priority for partials (0: finals 
 # -- events ------------------------------------------------------------------------------------
 @dataclass
 class SpeechStarted:
-    """A segment opened; ``time`` in seconds of stream time (the VAD's start, or the commit point)."""
+    """Segment ``index`` opened; ``time`` in seconds of stream time (the VAD's start, or the commit point)."""
     time: float
+    index: int
 
 
 @dataclass
@@ -70,8 +71,9 @@ class FinalSegment:
 
 @dataclass
 class SpeechStopped:
-    """The open segment closed at ``time`` s (the VAD's end, a commit, or the end of the stream)."""
+    """Segment ``index`` closed at ``time`` s (the VAD's end, a commit, or the end of the stream)."""
     time: float
+    index: int
 
 
 StreamEvent = Union[SpeechStarted, PartialText, FinalSegment, SpeechStopped]
@@ -165,7 +167,7 @@ class TranscriptionStream:
         if options.word_timestamps:
             model.check_word_timestamps()
         self._vad = self._vad_stream(model, options)
-        self._partials = self._partial_mode(model, partials, partial_interval)
+        self._partials = self.check_partials(model, partials, partial_interval)
         self._interval = 0 if self._partials is None else int(round(float(partial_interval) * SAMPLE_RATE))
         self._final_options = options.replace(vad=None)
         self._prompt = build_prompt(options.language, options.itn, options.hotwords)
@@ -175,6 +177,7 @@ class TranscriptionStream:
         self._open: Optional[_Open] = None
         self._next_index = 0
         self._vad_speech = False      # the VAD is inside a segment (start reported, end not yet)
+        self._vad_base = 0            # the sample the VAD's times count from (moved by clear())
         self._resampler: Any = None
         self._rate = SAMPLE_RATE
         self._state = "open"          # "open" -> "finished" | "closed"
@@ -207,7 +210,8 @@ class TranscriptionStream:
         return model.vad.stream(vo)
 
     @staticmethod
-    def _partial_mode(model: Any, partials: Optional[str], interval: Optional[float]) -> Optional[str]:
+    def check_partials(model: Any, partials: Optional[str], interval: Optional[float]) -> Optional[str]:
+        """The partial mode ``partials`` / ``interval`` give on ``model`` ("ctc", "llm" or None), or ValueError."""
         if partials not in PARTIAL_MODES:
             raise ValueError(f"partials must be 'auto', 'ctc', 'llm' or None, got {partials!r}")
         if interval is None or partials is None:
@@ -242,6 +246,25 @@ class TranscriptionStream:
                 self._close(self._audio.end)
                 if self._vad_speech:  # the VAD's speech goes on: its rest is the next segment
                     self._start_segment(self._audio.end)
+        return self._take()
+
+    def clear(self) -> List[StreamEvent]:
+        """Drop the audio fed so far that no final was submitted for: the open segment ends with no
+        final (its index is skipped) and the VAD and the resampler start afresh from here (a
+        segment must not begin in the dropped audio). Finals already submitted still come."""
+        with self._lock:
+            self._check_open("clear")
+            seg, self._open = self._open, None
+            if seg is not None:
+                if seg.partial_job is not None:
+                    seg.partial_job.cancel()
+                seg.serial += 1  # a partial on its way is stale
+            self._resampler, self._rate = None, SAMPLE_RATE  # its buffered tail is dropped audio too
+            if self._vad is not None:
+                self._vad = self._vad_stream(self._model, self.options)
+                self._vad_base = self._audio.end
+            self._vad_speech = False
+            self._audio.drop_before(self._audio.end)
         return self._take()
 
     def finish(self) -> List[StreamEvent]:
@@ -304,6 +327,12 @@ class TranscriptionStream:
     def buffered_samples(self) -> int:
         """Samples the stream keeps (its audio buffer's capacity): the open segment and the lookback."""
         return self._audio.capacity
+
+    @property
+    def open_index(self) -> Optional[int]:
+        """The index of the open segment (audio fed that no final was submitted for yet), or None."""
+        seg = self._open
+        return None if seg is None else seg.index
 
     @property
     def pending(self) -> int:
@@ -381,11 +410,11 @@ class TranscriptionStream:
         if start_ms >= 0:
             self._vad_speech = True
             if self._open is None:
-                self._start_segment(start_ms * per_ms)
+                self._start_segment(self._vad_base + start_ms * per_ms)
         if end_ms >= 0:
             self._vad_speech = False
             if self._open is not None:
-                self._close(min(end_ms * per_ms, self._audio.end))
+                self._close(min(self._vad_base + end_ms * per_ms, self._audio.end))
 
     def _cut_long(self) -> None:
         """Without a VAD, segments of max_segment_seconds as offline's fixed windows (the VAD cuts its own)."""
@@ -398,7 +427,7 @@ class TranscriptionStream:
     def _start_segment(self, start: int) -> None:
         self._open = _Open(self._next_index, start, next_partial=self._interval)
         self._next_index += 1
-        self._emit(SpeechStarted(start / SAMPLE_RATE))
+        self._emit(SpeechStarted(start / SAMPLE_RATE, self._open.index))
 
     def _close(self, end: int) -> None:
         """Close the open segment at ``end`` and submit its final (the offline path on its samples)."""
@@ -407,7 +436,7 @@ class TranscriptionStream:
             seg.partial_job.cancel()
         seg.serial += 1  # any partial still on its way is stale
         end = max(end, seg.start)
-        self._emit(SpeechStopped(end / SAMPLE_RATE))
+        self._emit(SpeechStopped(end / SAMPLE_RATE, seg.index))
         x = self._audio.slice(seg.start, end)
         pending = self._model.start(x, self._final_options, sample_rate=SAMPLE_RATE) if len(x) else None
         self._queue(("final", seg.index, seg.start, end, pending), pending)

@@ -116,6 +116,30 @@ def add_max_new_tokens(p) -> None:
                         "scaled to segment duration)")
 
 
+def add_partial_args(p, *, note: str = "") -> None:
+    """--partials and --partial-interval (Model.stream's partials and partial_interval)."""
+    p.add_argument("--partial-interval", type=float, default=None, metavar="S",
+                   help="seconds of audio between partial results of the open sentence (default: Model.stream's)")
+    p.add_argument("--partials", choices=["auto", "ctc", "llm", "none"], default=None,
+                   help="partial text of the open sentence: ctc = the CTC head's greedy text (one encoder pass, "
+                        "rough), llm = a decode of the open audio (the real text, costs a decode), none; "
+                        "default auto: ctc on checkpoints with the CTC head, else llm" + note)
+
+
+def partial_overrides(args: argparse.Namespace) -> dict:
+    """Model.stream's partials / partial_interval keywords of the flags given."""
+    overrides = given(args, partial_interval="partial_interval")
+    if args.partials is not None:
+        overrides["partials"] = None if args.partials == "none" else args.partials
+    return overrides
+
+
+def check_partial_interval(args: argparse.Namespace) -> Optional[str]:
+    if args.partial_interval is not None and not args.partial_interval > 0:
+        return f"--partial-interval must be positive, got {args.partial_interval:g}"
+    return None
+
+
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
     d = TranscribeOptions
     dec = p.add_argument_group("decoding")

@@ -62,13 +62,7 @@ def add_parser(sub) -> None:
     common.add_model_args(st)
     common.add_decoding_args(st)
     out = st.add_argument_group("live output")
-    out.add_argument("--partial-interval", type=float, default=None, metavar="S",
-                     help="seconds of audio between partial results of the open sentence (default: Model.stream's)")
-    out.add_argument("--partials", choices=["auto", "ctc", "llm", "none"], default=None,
-                     help="partial text of the open sentence: ctc = the CTC head's greedy text (one encoder pass, "
-                          "rough), llm = a decode of the open audio (the real text, costs a decode), none; "
-                          "default auto: ctc on checkpoints with the CTC head, else llm. Only computed when "
-                          "shown (a terminal, or --jsonl)")
+    common.add_partial_args(out, note=". Only computed when shown (a terminal, or --jsonl)")
     out.add_argument("--word-timestamps", action="store_true",
                      help="per-token times of the finals from the CTC head (--jsonl: words)")
     out.add_argument("--jsonl", action="store_true", help="every event as one JSON object per line")
@@ -119,9 +113,7 @@ def _flag_problem(args: argparse.Namespace) -> Optional[str]:
             return f"--{flag} must be positive, got {value}"
     if args.vad == "energy":
         return "--vad energy cuts finished recordings; stream takes --vad fsmn/auto (the streaming FSMN-VAD) or none"
-    if args.partial_interval is not None and not args.partial_interval > 0:
-        return f"--partial-interval must be positive, got {args.partial_interval:g}"
-    return None
+    return common.check_partial_interval(args)
 
 
 def _have_sounddevice() -> bool:
@@ -175,9 +167,7 @@ def _transcribe(model, options, args: argparse.Namespace, chunks: Iterator[np.nd
 
 def _stream_overrides(args: argparse.Namespace, printer: "_Printer") -> dict:
     """Model.stream's keywords of the flags given; no partials when only finals are printed."""
-    overrides = common.given(args, partial_interval="partial_interval")
-    if args.partials is not None:
-        overrides["partials"] = None if args.partials == "none" else args.partials
+    overrides = common.partial_overrides(args)
     if not (printer.jsonl or printer.tty):
         overrides["partials"] = None  # no partial work in the engine for text nobody sees
     return overrides

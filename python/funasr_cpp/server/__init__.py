@@ -2,7 +2,9 @@
 ``funasr-cpp[server]`` extra).
 
 Layout: ``app`` (create_app, serve), one module per route (``transcriptions``; ``routes`` for the
-small GET ones), ``admission`` (slots and queue), ``metrics`` (the counters and their middleware),
+small GET ones; ``realtime`` for the WebSocket, with ``realtime_session`` (its configuration),
+``realtime_audio`` (its input formats) and ``realtime_errors``; ``page`` and ``static/`` for the
+browser page), ``admission`` (slots and queue), ``metrics`` (the counters and their middleware),
 ``errors`` (OpenAI's error JSON), ``responses`` (the answer formats).
 
 Endpoints:
@@ -16,6 +18,10 @@ Endpoints:
   one per finished segment, then ``transcript.text.done``). Extensions: ``hotwords`` (comma
   separated), ``itn`` (true/false), ``vad`` (auto | fsmn | energy | none). A field left out keeps
   the value of the server's options.
+- WebSocket ``/v1/realtime?intent=transcription``: OpenAI Realtime transcription sessions over
+  :meth:`funasr_cpp.Model.stream` (see :mod:`.realtime` and the README's "Live" section).
+- ``GET /``: a page that transcribes the microphone live over that WebSocket and sends files to the
+  HTTP endpoint.
 - ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text format).
 
 Concurrent requests share the one model: their segments are decoded together in its batched

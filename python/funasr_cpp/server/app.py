@@ -32,32 +32,50 @@ class Server:
 
 def create_app(model, *, model_name: str = "fun-asr-nano", api_key: Optional[str] = None, max_concurrency: int = 4,
                max_queue: int = 16, max_upload_mb: float = 100.0, request_timeout: float = 600.0,
-               options: Optional[TranscribeOptions] = None):
+               options: Optional[TranscribeOptions] = None, max_sessions: int = 8,
+               session_idle_timeout: float = 120.0, max_buffer_seconds: float = 60.0,
+               partials: Optional[str] = "auto", partial_interval: Optional[float] = 0.5):
     """The ASGI app around a loaded :class:`funasr_cpp.Model` (not closed by the app). ``options``:
-    the server's TranscribeOptions, which each request's form fields change."""
+    the server's TranscribeOptions, which each request's form fields and each realtime session
+    change. Realtime sessions: at most ``max_sessions`` at once, closed after
+    ``session_idle_timeout`` s without a client event, each holding at most ``max_buffer_seconds``
+    of audio whose transcript is not final; ``partials`` / ``partial_interval`` as for
+    :meth:`funasr_cpp.Model.stream`."""
     # imported here: `import funasr_cpp.server` works without the server extra
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.routing import Route
 
+    from starlette.routing import WebSocketRoute
+
+    from ..streaming import TranscriptionStream
     from . import routes
     from .admission import Admission
     from .metrics import Metrics, MetricsMiddleware
+    from .page import page_routes
+    from .realtime import REALTIME, Limits, realtime
     from .transcriptions import transcriptions
 
     if max_concurrency < 1 or max_queue < 0 or not max_upload_mb > 0 or not request_timeout > 0:
         raise ValueError("max_concurrency >= 1, max_queue >= 0, max_upload_mb > 0 and request_timeout > 0 are required")
-    metrics = Metrics()
+    if max_sessions < 0 or not session_idle_timeout > 0 or not max_buffer_seconds > 0:
+        raise ValueError("max_sessions >= 0, session_idle_timeout > 0 and max_buffer_seconds > 0 are required")
+    TranscriptionStream.check_partials(model, partials, partial_interval)  # ValueError now, not per session
+    limits = Limits(max_sessions=max_sessions, idle_timeout=session_idle_timeout,
+                    max_buffer_seconds=max_buffer_seconds, partials=partials, partial_interval=partial_interval)
+    metrics = Metrics(lag_seconds=limits.lag_seconds)
     server = Server(model=model, model_name=model_name, api_key=api_key, options=TranscribeOptions.build(options),
                     max_upload_mb=max_upload_mb, request_timeout=request_timeout,
                     admission=Admission(metrics, max_concurrency, max_queue))
     app = Starlette(routes=[Route(TRANSCRIPTIONS, transcriptions, methods=["POST"]),
                             Route("/v1/models", routes.models, methods=["GET"]),
                             Route("/health", routes.health, methods=["GET"]),
-                            Route("/metrics", routes.metrics, methods=["GET"])],
+                            Route("/metrics", routes.metrics, methods=["GET"]),
+                            WebSocketRoute(REALTIME, realtime), *page_routes()],
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics, path=TRANSCRIPTIONS)])
     app.state.server = server
     app.state.metrics = metrics
+    app.state.realtime = limits
     return app
 
 

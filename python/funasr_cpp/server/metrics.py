@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 #: the key in ``request.state`` (``scope["state"]``) with the seconds of audio a request transcribed
 AUDIO_SECONDS = "audio_seconds"
@@ -22,6 +22,9 @@ class Metrics:
     processing_seconds: float = 0.0
     running: int = 0
     waiting: int = 0
+    realtime_sessions: int = 0          # kept by the realtime sessions (in the event loop)
+    realtime_audio_seconds: float = 0.0
+    lag_seconds: Callable[[], float] = lambda: 0.0   # the realtime sessions' largest pending audio
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, status: int, audio_seconds: Optional[float], seconds: float) -> None:
@@ -45,7 +48,15 @@ class Metrics:
                       "# HELP funasr_requests_in_progress Requests transcribing now.",
                       "# TYPE funasr_requests_in_progress gauge", f"funasr_requests_in_progress {self.running}",
                       "# HELP funasr_queue_depth Requests waiting for a transcription slot.",
-                      "# TYPE funasr_queue_depth gauge", f"funasr_queue_depth {self.waiting}"]
+                      "# TYPE funasr_queue_depth gauge", f"funasr_queue_depth {self.waiting}",
+                      "# HELP funasr_realtime_sessions Realtime (WebSocket) sessions open.",
+                      "# TYPE funasr_realtime_sessions gauge", f"funasr_realtime_sessions {self.realtime_sessions}",
+                      "# HELP funasr_realtime_lag_seconds The most audio a realtime session holds whose transcript is "
+                      "not final yet.",
+                      "# TYPE funasr_realtime_lag_seconds gauge", f"funasr_realtime_lag_seconds {self.lag_seconds():.3f}",
+                      "# HELP funasr_realtime_audio_seconds_total Seconds of audio received by realtime sessions.",
+                      "# TYPE funasr_realtime_audio_seconds_total counter",
+                      f"funasr_realtime_audio_seconds_total {self.realtime_audio_seconds:.3f}"]
         return "\n".join(lines) + "\n"
 
 
