@@ -1,11 +1,13 @@
 // funasr-transcribe: Fun-ASR-Nano speech recognition of one WAV file through the engine's C++ API
 // alone (engine/transcriber.h), no Python in the process.
 //
-//   funasr-transcribe -m LLM.gguf --mmproj MMPROJ.gguf [-l LANG] [-t N] [-n N] [--tokens] FILE.wav
+//   funasr-transcribe -m LLM.gguf --mmproj MMPROJ.gguf [-l LANG] [-t N] [-n N] [--device NAME] [--tokens] FILE.wav
 //
 // FILE.wav: 16-bit PCM, 16 kHz, mono. The prompt is Fun-ASR's, as llama-server builds it from the
 // LLM's chat template (the converter writes the instruction into it: model/funasr_chat.h, asked
-// through common_chat_get_asr_prompt). Prints the text; --tokens also prints the token ids.
+// through common_chat_get_asr_prompt). --device: where the LLM and the encoder run, as funasr-cpp's
+// --device ("auto": the first GPU, else the CPU; "cpu", "vulkan0", ...). Prints the text; --tokens
+// also prints the token ids.
 // Errors go to stderr as "error: ..." with exit status 1 (2 for a usage error).
 #include "chat.h"
 #include "engine/log_capture.h"
@@ -24,6 +26,7 @@ namespace {
 
 struct options {
     std::string llm, mmproj, language, wav;
+    std::string device = "auto";  // funasr_cpp.options.LoadOptions.device
     int n_threads = 0;         // all cores
     int max_new_tokens = 512;  // funasr_cpp.options.TranscribeOptions.max_new_tokens
     bool tokens = false;
@@ -32,7 +35,7 @@ struct options {
 [[noreturn]] void usage(const char * argv0, const std::string & problem) {
     if (!problem.empty()) fprintf(stderr, "error: %s\n", problem.c_str());
     fprintf(stderr, "usage: %s -m LLM.gguf --mmproj MMPROJ.gguf [-l LANG] [-t N_THREADS] [-n MAX_NEW_TOKENS] "
-                    "[--tokens] FILE.wav\n", argv0);
+                    "[--device NAME] [--tokens] FILE.wav\n", argv0);
     exit(2);
 }
 
@@ -56,6 +59,7 @@ options parse_args(int argc, char ** argv) {
         else if (a == "-l" || a == "--language") o.language = value();
         else if (a == "-t" || a == "--threads") o.n_threads = number();
         else if (a == "-n" || a == "--max-new-tokens") o.max_new_tokens = number();
+        else if (a == "--device") o.device = value();
         else if (a == "--tokens") o.tokens = true;
         else if (a == "-h" || a == "--help") usage(argv[0], "");
         else if (!a.empty() && a[0] == '-') usage(argv[0], "unknown option " + a);
@@ -113,7 +117,12 @@ std::string asr_prompt(const llama_model * model, const std::string & language) 
                             "(convert the model with funasr-cpp)");
     }
     common_chat_templates_inputs in;
-    if (!preset.system.empty()) in.messages.push_back({"system", preset.system});
+    if (!preset.system.empty()) {
+        common_chat_msg system;
+        system.role = "system";
+        system.content = preset.system;
+        in.messages.push_back(system);
+    }
     common_chat_msg user;
     user.role = "user";
     user.content = preset.user + mtmd_default_marker();
@@ -127,7 +136,8 @@ int run(const options & o) {
     funasr::install_log_callback();  // llama.cpp's log is quiet; its errors end our messages
     llama_backend_init();
     const std::vector<float> samples = read_wav(o.wav);
-    funasr::Transcriber asr({o.llm, o.mmproj, {o.n_threads, /*n_gpu_layers*/ -1, /*n_ctx*/ 0, /*n_batch*/ 512, "auto", "f16"},
+    funasr::Transcriber asr({o.llm, o.mmproj,
+                             {o.n_threads, /*n_gpu_layers*/ -1, /*n_ctx*/ 0, /*n_batch*/ 512, "auto", "f16", o.device},
                              /*use_gpu*/ true, /*n_parallel*/ 1});
     funasr::Request r;
     try {

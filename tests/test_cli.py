@@ -24,7 +24,7 @@ def test_flags_left_out_leave_the_api_defaults():
     assert common.transcribe_options(_parse("transcribe", "x.wav")) == TranscribeOptions()
     args = _parse("transcribe", "x.wav", "--cpu", "-np", "2", "--kv-type", "f32", "--vad", "none",
                   "--no-repetition-guard", "--no-itn", "--hotwords", "a, b", "--hub", "modelscope")
-    assert common.load_options(args) == {"n_gpu_layers": 0, "use_gpu": False, "n_parallel": 2, "kv_type": "f32"}
+    assert common.load_options(args) == {"device": "cpu", "n_parallel": 2, "kv_type": "f32"}  # --cpu: --device cpu
     assert common.source_options(args) == {"hub": "modelscope"}
     assert common.transcribe_options(args) == TranscribeOptions(vad=None, repetition_guard=False, itn=False,
                                                                 max_tokens_per_second=None, hotwords=("a", "b"))

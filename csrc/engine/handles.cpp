@@ -5,6 +5,7 @@
 #include "engine/tokens.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <fstream>
 #include <thread>
@@ -50,12 +51,70 @@ ggml_type parse_kv_type(const std::string & value) {
     throw error(errc::invalid_argument, "kv_type must be 'f16', 'f32', 'bf16' or 'q8_0', got '" + value + "'");
 }
 
-llama_handles::llama_handles(std::string kind, std::string path, int n_gpu_layers)
+namespace {
+
+std::string lowercase(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return (char) std::tolower(c); });
+    return s;
+}
+
+}  // namespace
+
+std::string device_name(ggml_backend_dev_t dev) { return lowercase(ggml_backend_dev_name(dev)); }
+
+bool is_cpu_device(ggml_backend_dev_t dev) { return ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU; }
+
+std::vector<ggml_backend_dev_t> selectable_devices() {
+    std::vector<ggml_backend_dev_t> out;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        switch (ggml_backend_dev_type(dev)) {
+            case GGML_BACKEND_DEVICE_TYPE_CPU:
+            case GGML_BACKEND_DEVICE_TYPE_GPU:
+            case GGML_BACKEND_DEVICE_TYPE_IGPU: out.push_back(dev); break;
+            default: break;  // ACCEL (BLAS, AMX) works beside the CPU backend; META wraps other devices
+        }
+    }
+    return out;
+}
+
+ggml_backend_dev_t resolve_device(const std::string & name) {
+    const std::vector<ggml_backend_dev_t> devs = selectable_devices();
+    std::string want = lowercase(name);
+    if (want == "auto") {
+        for (auto type : {GGML_BACKEND_DEVICE_TYPE_GPU, GGML_BACKEND_DEVICE_TYPE_IGPU, GGML_BACKEND_DEVICE_TYPE_CPU}) {
+            for (ggml_backend_dev_t dev : devs) {
+                if (ggml_backend_dev_type(dev) == type) return dev;
+            }
+        }
+    } else {
+        // ggml names Metal's devices MTL0, MTL1 ...; "metal0" is what a user types
+        if (want.size() > 5 && want.compare(0, 5, "metal") == 0 &&
+            std::all_of(want.begin() + 5, want.end(), [](unsigned char c) { return std::isdigit(c); })) {
+            want = "mtl" + want.substr(5);
+        }
+        for (ggml_backend_dev_t dev : devs) {
+            if (device_name(dev) == want) return dev;
+        }
+    }
+    std::string known = "auto";
+    for (ggml_backend_dev_t dev : devs) known += ", " + device_name(dev) + " (" + ggml_backend_dev_description(dev) + ")";
+    if (devs.empty()) throw error(errc::runtime, "no ggml device: no backend is loaded (ggml_backend_load_all)");
+    throw error(errc::invalid_argument, "unknown device '" + name + "': the devices here are " + known +
+                ". A device is there when this build has its ggml backend and the machine a driver for it "
+                "(`funasr-cpp info` lists them)");
+}
+
+llama_handles::llama_handles(std::string kind, std::string path, const std::string & device, int n_gpu_layers)
     : kind_(std::move(kind)), path_(std::move(path)) {
+    device_ = resolve_device(device);
     check_gguf_file(path_);
     log_capture cap;
     llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = n_gpu_layers;
+    // the one device llama.cpp may offload to (none: the CPU alone), not every GPU it finds
+    ggml_backend_dev_t devices[2] = {is_cpu_device(device_) ? nullptr : device_, nullptr};
+    mp.devices = devices;
+    mp.n_gpu_layers = devices[0] ? n_gpu_layers : 0;
     model_ = llama_model_load_from_file(path_.c_str(), mp);
     if (!model_) throw error(errc::invalid_argument, "cannot load GGUF model " + path_);
     vocab_ = llama_model_get_vocab(model_);

@@ -32,7 +32,7 @@ int64_t mmproj_projection_dim(const std::string & path) {
 }  // namespace
 
 Transcriber::Transcriber(const transcriber_params & p)
-    : h_("AsrModel", p.llm_path, p.context.n_gpu_layers), mmproj_path_(p.mmproj_path) {
+    : h_("AsrModel", p.llm_path, p.context.device, p.context.n_gpu_layers), mmproj_path_(p.mmproj_path) {
     check_gguf_file(mmproj_path_);
     if (p.context.n_ctx < 0) {
         throw error(errc::invalid_argument, "n_ctx must be >= 0 (0 = sized to each input), got " + std::to_string(p.context.n_ctx));
@@ -43,7 +43,11 @@ Transcriber::Transcriber(const transcriber_params & p)
     }
     llama_context_params cparams = llama_handles::context_params(p.context);
     mtmd_context_params mcp = mtmd_context_params_default();
-    mcp.use_gpu = p.use_gpu;
+    // the encoder on the LLM's device, or on the CPU: never on another GPU clip would pick itself
+    const bool on_device = p.use_gpu && !is_cpu_device(h_.device());
+    mcp.use_gpu = on_device;
+    mcp.device = on_device ? h_.device() : nullptr;
+    encoder_device_ = on_device ? h_.device() : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     mcp.print_timings = false;
     mcp.n_threads = cparams.n_threads;
     mcp.flash_attn_type = cparams.flash_attn_type;

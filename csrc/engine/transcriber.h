@@ -26,8 +26,9 @@ namespace funasr {
 // How a Transcriber is loaded. No defaults: the values come from the caller.
 struct transcriber_params {
     std::string llm_path, mmproj_path;
-    context_options context;  // n_ctx = 0: the KV cache is sized to the jobs (multiples of 1024 cells)
-    bool use_gpu;             // the mmproj's encoder on a GPU backend
+    context_options context;  // n_ctx = 0: the KV cache is sized to the jobs (multiples of 1024 cells);
+                              // context.device: where the LLM (and with use_gpu the encoder) runs
+    bool use_gpu;             // the mmproj's encoder + adaptor + CTC graph on that device too (false: the CPU)
     int n_parallel;           // sequences decoded together, 1-64
 };
 
@@ -51,6 +52,8 @@ public:
 
     // The mmproj's CTC head, null without one. Its log_probs takes its own lock, not the engine's.
     CtcHead * ctc() const { return ctc_.get(); }
+    ggml_backend_dev_t device() const { return h_.device(); }           // the LLM's
+    ggml_backend_dev_t encoder_device() const { return encoder_device_; }  // the mmproj's graphs'
     llama_handles & handles() { return h_; }
     const llama_handles & handles() const { return h_; }
     const std::string & mmproj_path() const { return mmproj_path_; }
@@ -65,6 +68,7 @@ private:
 
     llama_handles h_;  // declared first: destroyed after the engine that uses it
     std::string mmproj_path_;
+    ggml_backend_dev_t encoder_device_ = nullptr;
     std::unique_ptr<CtcHead> ctc_;  // before the engine, which uses it
     std::unique_ptr<Engine> engine_;
     int sample_rate_ = 16000;

@@ -137,23 +137,26 @@ public:
     uint32_t n_ctx() const { asr_.handles().check_open(); return asr_.n_ctx(); }
     int n_parallel() const { return asr_.n_parallel(); }
     int sample_rate() const { asr_.handles().check_open(); return asr_.sample_rate(); }
+    std::string device() const { return funasr::device_name(asr_.device()); }
+    std::string encoder_device() const { return funasr::device_name(asr_.encoder_device()); }
 
     std::string repr() const {
         const funasr::llama_handles & h = asr_.handles();
         if (h.closed()) return "<AsrModel " + h.path() + " (closed)>";
         return "<AsrModel " + h.path() + " + " + asr_.mmproj_path() + " n_embd=" +
                std::to_string(llama_model_n_embd(h.model())) + " n_ctx=" + std::to_string(asr_.n_ctx()) +
-               " n_parallel=" + std::to_string(asr_.n_parallel()) + ">";
+               " n_parallel=" + std::to_string(asr_.n_parallel()) + " device=" + device() + ">";
     }
 
 private:
     funasr::Transcriber asr_;
 };
 
-AsrModel * load(const py::object & llm, const py::object & mmproj, int n_threads, int n_gpu_layers, bool use_gpu,
-                int n_ctx, int n_batch, const std::string & flash_attn, const std::string & kv_type, int n_parallel) {
+AsrModel * load(const py::object & llm, const py::object & mmproj, int n_threads, const std::string & device,
+                int n_gpu_layers, bool use_gpu, int n_ctx, int n_batch, const std::string & flash_attn,
+                const std::string & kv_type, int n_parallel) {
     funasr::transcriber_params p{funasr_py::fspath(llm), funasr_py::fspath(mmproj),
-                                 {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type}, use_gpu, n_parallel};
+                                 {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type, device}, use_gpu, n_parallel};
     py::gil_scoped_release nogil;  // loading reads the files
     return new AsrModel(p);
 }
@@ -203,10 +206,12 @@ void register_asr_bindings(py::module_ & m) {
         "Jobs submitted from one or several threads are decoded together, up to n_parallel at a time.");
     funasr_py::bind_lifetime(cls);
     cls.def(py::init(&load), py::arg("llm_path"), py::arg("mmproj_path"), py::kw_only(), py::arg("n_threads"),
-             py::arg("n_gpu_layers"), py::arg("use_gpu"), py::arg("n_ctx"), py::arg("n_batch"), py::arg("flash_attn"),
-             py::arg("kv_type"), py::arg("n_parallel"),
-             "Load the LLM and mmproj GGUFs (str or os.PathLike). n_threads=0: all cores; n_gpu_layers=-1:\n"
-             "all LLM layers on the GPU; use_gpu: the mmproj on the GPU; n_ctx=0: the KV cache is sized to the\n"
+             py::arg("device"), py::arg("n_gpu_layers"), py::arg("use_gpu"), py::arg("n_ctx"), py::arg("n_batch"),
+             py::arg("flash_attn"), py::arg("kv_type"), py::arg("n_parallel"),
+             "Load the LLM and mmproj GGUFs (str or os.PathLike). n_threads=0: all cores; device: 'auto' (the\n"
+             "first GPU, else the CPU), 'cpu', 'vulkan0', 'cuda0', 'metal0' ... (case-insensitive; ValueError\n"
+             "listing the devices there are for another name); n_gpu_layers=-1: all LLM layers (and the KV\n"
+             "cache) on that device; use_gpu: the mmproj's graphs on it too; n_ctx=0: the KV cache is sized to the\n"
              "jobs (multiples of 1024 cells, grown when nothing runs); flash_attn 'auto'/'on'/'off';\n"
              "kv_type 'f16'/'f32'/'bf16'/'q8_0'; n_parallel: sequences decoded together (1-64). Every value is\n"
              "required (funasr_cpp.options.LoadOptions holds the defaults). Raises FileNotFoundError / ValueError\n"
@@ -264,5 +269,8 @@ void register_asr_bindings(py::module_ & m) {
         .def_property_readonly("n_ctx", &AsrModel::n_ctx)
         .def_property_readonly("n_parallel", &AsrModel::n_parallel)
         .def_property_readonly("sample_rate", &AsrModel::sample_rate)
+        .def_property_readonly("device", &AsrModel::device, "the device the LLM runs on ('cpu', 'vulkan0', ...)")
+        .def_property_readonly("encoder_device", &AsrModel::encoder_device,
+                               "the device the mmproj's encoder, adaptor and CTC graphs run on")
         .def_property_readonly("media_marker", [](AsrModel &) { return std::string(mtmd_default_marker()); });
 }

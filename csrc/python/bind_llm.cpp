@@ -22,7 +22,7 @@ namespace {
 class LlamaModel {
 public:
     // without the GIL (the binding's factory releases it)
-    LlamaModel(const std::string & path, const funasr::context_options & opts) : h_("LlamaModel", path, opts.n_gpu_layers) {
+    LlamaModel(const std::string & path, const funasr::context_options & opts) : h_("LlamaModel", path, opts.device, opts.n_gpu_layers) {
         if (opts.n_ctx < 0) {
             throw funasr::error(errc::invalid_argument, "n_ctx must be >= 0 (0 = the model's training context), got " +
                                                  std::to_string(opts.n_ctx));
@@ -114,6 +114,7 @@ public:
     int32_t n_embd() const { h_.check_open(); return llama_model_n_embd(h_.model()); }
     uint32_t n_ctx() const { h_.check_open(); return n_ctx_; }
     uint32_t n_batch() const { h_.check_open(); return n_batch_; }
+    std::string device() const { return funasr::device_name(h_.device()); }
     std::vector<llama_token> eog_ids() const { h_.check_open(); return eog_; }
     py::object bos() const { h_.check_open(); return token_or_none(bos_); }
     py::object eos() const { h_.check_open(); return token_or_none(eos_); }
@@ -121,7 +122,8 @@ public:
     std::string repr() const {
         if (h_.closed()) return "<LlamaModel " + h_.path() + " (closed)>";
         return "<LlamaModel " + h_.path() + " n_vocab=" + std::to_string(h_.n_vocab()) + " n_embd=" +
-               std::to_string(llama_model_n_embd(h_.model())) + " n_ctx=" + std::to_string(n_ctx_) + ">";
+               std::to_string(llama_model_n_embd(h_.model())) + " n_ctx=" + std::to_string(n_ctx_) + " device=" +
+               device() + ">";
     }
 
 private:
@@ -142,15 +144,16 @@ void register_llm_bindings(py::module_ & m) {
         "A GGUF LLM loaded with libllama (model + context): tokenizer and full-sequence logits.\n"
         "Calls from several threads on one object are serialized.");
     funasr_py::bind_lifetime(cls);
-    cls.def(py::init([](const py::object & path, int n_ctx, int n_threads, int n_gpu_layers, int n_batch,
-                         const std::string & flash_attn, const std::string & kv_type) {
+    cls.def(py::init([](const py::object & path, int n_ctx, int n_threads, const std::string & device, int n_gpu_layers,
+                         int n_batch, const std::string & flash_attn, const std::string & kv_type) {
                  const std::string file = funasr_py::fspath(path);
                  py::gil_scoped_release nogil;  // loading reads the file
-                 return new LlamaModel(file, {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type});
+                 return new LlamaModel(file, {n_threads, n_gpu_layers, n_ctx, n_batch, flash_attn, kv_type, device});
              }),
-             py::arg("path"), py::kw_only(), py::arg("n_ctx"), py::arg("n_threads"), py::arg("n_gpu_layers"),
-             py::arg("n_batch"), py::arg("flash_attn"), py::arg("kv_type"),
-             "Load the model at path (str or os.PathLike). n_threads=0: all cores; n_gpu_layers=-1: all;\n"
+             py::arg("path"), py::kw_only(), py::arg("n_ctx"), py::arg("n_threads"), py::arg("device"),
+             py::arg("n_gpu_layers"), py::arg("n_batch"), py::arg("flash_attn"), py::arg("kv_type"),
+             "Load the model at path (str or os.PathLike). n_threads=0: all cores; device: 'auto', 'cpu',\n"
+             "'vulkan0' ... (as AsrModel's); n_gpu_layers=-1: all layers on that device;\n"
              "flash_attn: 'auto', 'on' or 'off'; kv_type: KV cache type 'f16', 'f32', 'bf16' or 'q8_0'.\n"
              "Raises FileNotFoundError / ValueError naming the path.")
         .def("tokenize", &LlamaModel::tokenize, py::arg("text"), py::kw_only(),
@@ -170,6 +173,7 @@ void register_llm_bindings(py::module_ & m) {
         .def_property_readonly("n_embd", &LlamaModel::n_embd)
         .def_property_readonly("n_ctx", &LlamaModel::n_ctx, "Context size in tokens (llama.cpp pads it to a multiple of 256).")
         .def_property_readonly("n_batch", &LlamaModel::n_batch, "Tokens per llama_decode call (at most n_ctx).")
+        .def_property_readonly("device", &LlamaModel::device, "The device the model runs on ('cpu', 'vulkan0', ...).")
         .def_property_readonly("bos", &LlamaModel::bos, "Beginning-of-sequence id, or None.")
         .def_property_readonly("eos", &LlamaModel::eos, "End-of-sequence id, or None.")
         .def_property_readonly("eog_ids", &LlamaModel::eog_ids, "All end-of-generation ids, sorted.")

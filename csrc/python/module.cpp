@@ -144,6 +144,23 @@ py::dict version_info() {
     return d;
 }
 
+// One device as system_info()["devices"] lists it; name: what Model(device=...) and --device take.
+py::dict device_dict(ggml_backend_dev_t dev) {
+    size_t free = 0, total = 0;
+    ggml_backend_dev_memory(dev, &free, &total);
+    const std::vector<ggml_backend_dev_t> selectable = funasr::selectable_devices();
+    py::dict d;
+    d["name"] = funasr::device_name(dev);
+    d["ggml_name"] = ggml_backend_dev_name(dev);
+    d["backend"] = ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev));
+    d["type"] = dev_type_name(ggml_backend_dev_type(dev));
+    d["description"] = ggml_backend_dev_description(dev);
+    d["memory_free"] = free;
+    d["memory_total"] = total;
+    d["selectable"] = std::find(selectable.begin(), selectable.end(), dev) != selectable.end();
+    return d;
+}
+
 py::dict system_info() {
     py::list backends;
     for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
@@ -175,8 +192,12 @@ py::dict system_info() {
         b["devices"] = devices;
         backends.append(b);
     }
+    py::list devices;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) devices.append(device_dict(ggml_backend_dev_get(i)));
     py::dict out;
     out["backends"] = backends;
+    out["devices"] = devices;
+    out["auto_device"] = funasr::device_name(funasr::resolve_device("auto"));
     out["summary"] = std::string(llama_print_system_info());
     return out;
 }
@@ -297,7 +318,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_verbose", &funasr::set_verbose, py::arg("verbose"),
           "Print llama.cpp/ggml log messages to stderr.");
     m.def("version_info", &version_info);
-    m.def("system_info", &system_info);
+    m.def("system_info", &system_info,
+          "backends: each ggml backend with its features and devices; devices: every device (name = what\n"
+          "device= takes, ggml_name, backend, type, description, memory_free/memory_total bytes, selectable);\n"
+          "auto_device: the device 'auto' picks; summary: llama.cpp's feature line.");
+    m.def("resolve_device", [](const std::string & name) { return funasr::device_name(funasr::resolve_device(name)); },
+          py::arg("name"),
+          "The device a name picks ('auto': the first GPU, else the CPU), by its lowercased ggml name;\n"
+          "ValueError listing the devices there are for a name that is none of them.");
     m.def("cpu_variants", &cpu_variants,
           "Portable builds: each ggml CPU variant module, its score on this CPU and whether it is loaded.");
     m.def("model_info", &model_info, py::arg("path"));

@@ -90,9 +90,14 @@ py::list frontend_mtmd_chunks(const py::object & samples_obj, int chunk_seconds)
 // ----------------------------------------------------------------------------- encoder
 class AudioEncoder {
 public:
-    AudioEncoder(const py::object & path_obj, int n_threads, bool use_gpu, const std::string & flash_attn)
+    AudioEncoder(const py::object & path_obj, int n_threads, bool use_gpu, const std::string & flash_attn,
+                 const std::string & device)
         : path_(funasr_py::fspath(path_obj)), n_threads_(funasr_py::thread_count(n_threads)) {
         const llama_flash_attn_type fa = funasr_py::parse_flash_attn(flash_attn);
+        // as funasr::Transcriber places the mmproj: on the device, or on the CPU
+        ggml_backend_dev_t dev = funasr::resolve_device(device);
+        if (!use_gpu || funasr::is_cpu_device(dev)) dev = nullptr;
+        device_ = dev ? funasr::device_name(dev) : "cpu";
         try {
             funasr_py::check_gguf_file(path_);
         } catch (const funasr::error & e) {
@@ -100,7 +105,8 @@ public:
             throw funasr::error(funasr::errc::invalid_argument, "cannot load the audio encoder of mmproj " + path_ + ": " + e.what());
         }
         clip_context_params p{};
-        p.use_gpu = use_gpu;
+        p.use_gpu = dev != nullptr;
+        p.device = dev;
         p.flash_attn_type = fa == LLAMA_FLASH_ATTN_TYPE_AUTO      ? CLIP_FLASH_ATTN_TYPE_AUTO
                             : fa == LLAMA_FLASH_ATTN_TYPE_ENABLED ? CLIP_FLASH_ATTN_TYPE_ENABLED
                                                                   : CLIP_FLASH_ATTN_TYPE_DISABLED;
@@ -176,7 +182,7 @@ public:
         if (t == 0) throw funasr::error(funasr::errc::invalid_argument, "no frames to encode");
         mtmd_audio_mel mel = funasr_mtmd_mel(feats.data(), t, n_mel_, lfr_m_);  // as the preprocessor emits it
         clip_image_f32 img;
-        img.set_size({mel.n_len, mel.n_mel}, false, true);
+        img.set_size({(int) mel.n_len, (int) mel.n_mel}, false, true);  // clip sizes are int
         img.cpy_buf(mel.data);
         const int n_embd = clip_n_mmproj_embd(ctx_.get());
         std::vector<float> out;
@@ -197,6 +203,7 @@ public:
     }
 
     int n_embd() const { return clip_n_mmproj_embd(ctx_.get()); }
+    const std::string & device() const { return device_; }
     int n_tokens(int64_t n_frames) const {
         clip_image_f32 img;
         img.set_size({(int) (n_frames * lfr_m_), n_mel_}, true, true);
@@ -205,7 +212,7 @@ public:
 
 private:
     struct ctx_deleter { void operator()(clip_ctx * c) const { clip_free(c); } };
-    std::string path_;
+    std::string path_, device_;
     std::unique_ptr<clip_ctx, ctx_deleter> ctx_;
     std::unique_ptr<funasr_frontend> frontend_;
     std::mutex mutex_;
@@ -228,13 +235,16 @@ void register_testing_bindings(py::module_ & m) {
           "no frame (fewer than 400 samples) are left out.");
     py::class_<AudioEncoder>(m, "AudioEncoder",
         "The funasr mmproj's encoder + adaptor (clip): LFR features [T, n_mel * lfr_m] -> audio rows [n, n_embd].")
-        .def(py::init<const py::object &, int, bool, const std::string &>(), py::arg("path"), py::kw_only(),
-             py::arg("n_threads") = 0, py::arg("use_gpu") = true, py::arg("flash_attn") = "auto")
+        .def(py::init<const py::object &, int, bool, const std::string &, const std::string &>(), py::arg("path"),
+             py::kw_only(), py::arg("n_threads") = 0, py::arg("use_gpu") = true, py::arg("flash_attn") = "auto",
+             py::arg("device") = "auto",
+             "device: as AsrModel's ('auto', 'cpu', 'vulkan0', ...); use_gpu=False or a CPU device: the CPU.")
         .def("encode", &AudioEncoder::encode, py::arg("features"))
         .def("features", &AudioEncoder::features, py::arg("samples"),
              "LFR features of 16 kHz mono samples in [-1, 1], computed as this mmproj's frontend keys say.")
         .def_property_readonly("hparams", &AudioEncoder::hparams)
         .def("n_tokens", &AudioEncoder::n_tokens, py::arg("n_frames"),
              "Audio rows the LLM sees for n_frames LFR frames (use_low_frame_rate / downsample_rate rule).")
-        .def_property_readonly("n_embd", &AudioEncoder::n_embd);
+        .def_property_readonly("n_embd", &AudioEncoder::n_embd)
+        .def_property_readonly("device", &AudioEncoder::device, "the device the graphs run on ('cpu', 'vulkan0', ...)");
 }

@@ -16,6 +16,11 @@ class SystemInfo:
     # portable builds: every CPU variant module with ggml's score for this CPU (0 = unsupported)
     # and whether it is the one loaded; empty when the CPU backend is compiled in
     cpu_variants: list = field(default_factory=list)  # [{name, file, score, loaded}]
+    # every ggml device: [{name (what device= takes: ggml's name lowercased), ggml_name, backend, type
+    # ("cpu", "gpu", "igpu", "accel"), description, memory_free, memory_total (bytes), selectable (a
+    # device= name; accelerators that extend the CPU backend are not)}]
+    devices: list = field(default_factory=list)
+    auto_device: str = "cpu"       # the device device="auto" picks
 
     @property
     def backend_names(self) -> list:
@@ -42,14 +47,21 @@ class SystemInfo:
             why += f"; not runnable here: {', '.join(unsupported)}"
         return why
 
+    @property
+    def device_names(self) -> list:
+        """The names ``Model(device=...)`` and ``--device`` take, besides "auto"."""
+        return [d["name"] for d in self.devices if d["selectable"]]
+
     def __str__(self) -> str:
         lines = [f"funasr-cpp {self.funasr_cpp}, llama.cpp {self.llama_cpp}"]
         for b in self.backends:
             feats = " ".join(f"{k}={v}" for k, v in b["features"].items())
             lines.append(f"backend {b['name']}" + (f": {feats}" if feats else ""))
-            for d in b["devices"]:
-                mem = f", {d['memory_total'] / 2**30:.1f} GiB" if d["memory_total"] else ""
-                lines.append(f"  device {d['name']} ({d['type']}): {d['description']}{mem}")
+            for d in self.devices:
+                if d["backend"] == b["name"]:
+                    lines.append("  " + _device_line(d))
+        lines.append(f"device auto: {self.auto_device} (--device / Model(device=...) take: auto, "
+                     f"{', '.join(self.device_names)})")
         if self.cpu_variants:
             loaded = next((v for v in self.cpu_variants if v["loaded"]), None)
             head = f"{loaded['name']} ({loaded['file']}, score {loaded['score']})" if loaded else "none loaded"
@@ -57,8 +69,17 @@ class SystemInfo:
         return "\n".join(lines)
 
 
+def _device_line(d: dict) -> str:
+    mib = 2**20
+    mem = (f"{d['memory_free'] // mib} MiB free of {d['memory_total'] // mib} MiB" if d["memory_total"]
+           else "memory not reported")
+    role = "" if d["selectable"] else " (works beside the CPU backend, not a --device)"
+    return f"device {d['name']} ({d['ggml_name']}, {d['type']}): {d['description']}, {mem}{role}"
+
+
 def system_info() -> SystemInfo:
-    """Versions, ggml backends with their devices, and CPU features."""
+    """Versions, ggml backends with their devices (name, type, description, memory), the device
+    ``device="auto"`` picks, and CPU features."""
     from . import _core
 
     v = _core.version_info()
@@ -69,6 +90,8 @@ def system_info() -> SystemInfo:
         backends=raw["backends"],
         summary=raw["summary"].strip(),
         cpu_variants=_core.cpu_variants(),
+        devices=raw["devices"],
+        auto_device=raw["auto_device"],
     )
 
 

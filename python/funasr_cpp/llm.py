@@ -14,7 +14,7 @@ from .options import LoadOptions
 #: LlamaModel's KV cache cells when not given: it evaluates whole token sequences from position 0.
 N_CTX = 2048
 # the LoadOptions a single LLM context takes (no encoder, no batch of segments)
-_LOAD_KEYS = ("n_threads", "n_gpu_layers", "n_batch", "flash_attn", "kv_type")
+_LOAD_KEYS = ("n_threads", "device", "n_gpu_layers", "n_batch", "flash_attn", "kv_type")
 
 #: Names accepted by :func:`quantize` (``q4_k`` and ``q5_k`` are the ``_m`` variants).
 QUANT_TYPES: tuple = _core.QUANT_TYPES
@@ -23,18 +23,20 @@ QUANT_TYPES: tuple = _core.QUANT_TYPES
 class LlamaModel(_core.LlamaModel):
     """A GGUF LLM loaded with libllama: model weights plus one inference context.
 
-    ``LlamaModel(path, *, n_ctx=2048, n_threads, n_gpu_layers, n_batch, flash_attn, kv_type)``
+    ``LlamaModel(path, *, n_ctx=2048, n_threads, device, n_gpu_layers, n_batch, flash_attn, kv_type)``
 
     - ``n_ctx``: the KV cache (default :data:`N_CTX`); llama.cpp pads it up to a multiple of 256
       and caps ``n_batch`` at it: read the properties for the values in use.
     - the others as :class:`funasr_cpp.options.LoadOptions` has them, with its defaults
-      (``n_threads`` None or 0: all cores; ``kv_type="f32"`` for bit-level parity work).
+      (``n_threads`` None or 0: all cores; ``device="auto"``: the first GPU, else the CPU;
+      ``kv_type="f32"`` for bit-level parity work).
     - ``tokenize(text, *, add_special=False, parse_special=True) -> list[int]``
     - ``detokenize(tokens, *, unparse_special=True) -> str``
     - ``token_to_piece(id, *, special=True) -> bytes``
     - ``eval_logits(tokens) -> np.ndarray`` float32 ``[n_tokens, n_vocab]``: the
       tokens decoded as one sequence from position 0 (the KV cache is cleared
       first), logits of every position.
+    - ``device``: the device the model runs on (``"cpu"``, ``"vulkan0"``, ...).
     - ``n_vocab``, ``n_embd``, ``n_ctx``, ``n_batch``, ``bos``, ``eos`` (``None``
       when the model has none), ``eog_ids`` and ``is_eog(id)`` (end of
       generation: eos, eot, ``<|im_end|>``, ...).

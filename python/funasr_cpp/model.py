@@ -164,6 +164,18 @@ class Model:
         return self._asr.n_parallel
 
     @property
+    def device(self) -> str:
+        """The device the model runs on, by the name ``device=`` takes (``"cpu"``, ``"vulkan0"``, ...):
+        what ``LoadOptions.device`` picked (``"auto"``: the first GPU, else the CPU). With
+        ``use_gpu=False`` the encoder runs on the CPU (``encoder_device``)."""
+        return self._asr.device
+
+    @property
+    def encoder_device(self) -> str:
+        """The device of the encoder/adaptor/CTC graph: ``device``, or ``"cpu"`` with ``use_gpu=False``."""
+        return self._asr.encoder_device
+
+    @property
     def has_ctc(self) -> bool:
         """The checkpoint has the CTC head (word timestamps, CTC drafts): ModelScope's
         Fun-ASR-Nano-2512 model.pt has it; the Hugging Face ``-hf`` copy and MLT do not."""

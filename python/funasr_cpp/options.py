@@ -46,8 +46,13 @@ class LoadOptions:
     checked by the engine when it loads).
 
     - ``n_threads``: CPU threads; None (or 0) = all cores.
-    - ``n_gpu_layers``: LLM layers offloaded to a GPU backend (-1 = all, when the build has one).
-    - ``use_gpu``: run the encoder on a GPU backend when the build has one.
+    - ``device``: where the model runs, case-insensitive: ``"auto"`` (the first GPU device, else the
+      CPU), ``"cpu"``, or a device of this build by its ggml name lowercased (``"vulkan0"``,
+      ``"cuda0"``, ``"mtl0"`` or ``"metal0"``; ``funasr-cpp info`` lists them). The LLM (its layers
+      and KV cache) and the encoder/adaptor/CTC graph run there; the FSMN-VAD stays on the CPU. A
+      name that is no device here is a ValueError, when the model loads, listing the devices there are.
+    - ``n_gpu_layers``: LLM layers on that device (-1 = all); none when it is the CPU.
+    - ``use_gpu``: the encoder/adaptor/CTC graph on that device too (False: on the CPU).
     - ``n_ctx``: the LLM's KV cache cells; 0 (default) sizes it to the segments that run
       together, in multiples of 1024 grown when nothing runs; a fixed value caps it.
     - ``flash_attn``: ``"auto"``, ``"on"`` or ``"off"``.
@@ -56,6 +61,7 @@ class LoadOptions:
     - ``n_parallel``: segments decoded together in one batch.
     """
     n_threads: Optional[int] = None
+    device: str = "auto"
     n_gpu_layers: int = -1
     use_gpu: bool = True
     n_ctx: int = 0
@@ -63,6 +69,13 @@ class LoadOptions:
     n_batch: int = 512
     kv_type: str = "f16"
     n_parallel: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a str ('auto', 'cpu', 'vulkan0', ...), got {type(self.device).__name__}")
+        if not self.device.strip():
+            raise ValueError("device must be a device name ('auto', 'cpu', 'vulkan0', ...), got ''")
+        object.__setattr__(self, "device", self.device.strip().lower())  # frozen: normalized once, here
 
     @classmethod
     def build(cls, options: Optional["LoadOptions"] = None, **overrides: Any) -> "LoadOptions":

@@ -88,13 +88,19 @@ def load_model(args: argparse.Namespace, load: dict):
 
 # ------------------------------------------------------------------------------ the engine
 def add_engine_args(p, *, threads: bool = True) -> None:
-    """How a Model runs: threads, batch width, GPU, attention, KV cache."""
+    """How a Model runs: threads, batch width, device, attention, KV cache."""
     d = LoadOptions
     if threads:
         p.add_argument("--threads", "-t", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("--parallel", "-np", type=int, default=None, metavar="N",
                    help=f"segments decoded together, of one file or several (default {d.n_parallel})")
-    p.add_argument("--cpu", action="store_true", help="do not use a GPU even if the build has one")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--device", default=None, metavar="NAME",
+                       help="where the LLM and the encoder run: auto (the first GPU, else the CPU), cpu, or a device "
+                            "of this build such as vulkan0, cuda0, metal0 (`funasr-cpp info` lists them; "
+                            f"default {d.device}); the FSMN-VAD runs on the CPU")
+    where.add_argument("--cpu", dest="device", action="store_const", const="cpu",
+                       help="the same as --device cpu")
     p.add_argument("--flash-attn", choices=["auto", "on", "off"], default=None,
                    help=f"flash attention in the LLM and the encoder (default {d.flash_attn})")
     p.add_argument("--kv-type", choices=["f16", "f32", "bf16", "q8_0"], default=None,
@@ -103,10 +109,8 @@ def add_engine_args(p, *, threads: bool = True) -> None:
 
 def load_options(args: argparse.Namespace) -> dict:
     """The LoadOptions keywords of the engine flags the user gave."""
-    load = given(args, n_threads="threads", n_parallel="parallel", flash_attn="flash_attn", kv_type="kv_type")
-    if args.cpu:
-        load.update(n_gpu_layers=0, use_gpu=False)
-    return load
+    return given(args, n_threads="threads", device="device", n_parallel="parallel", flash_attn="flash_attn",
+                 kv_type="kv_type")
 
 
 # ------------------------------------------------------------------------------ decoding
