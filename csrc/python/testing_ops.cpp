@@ -160,7 +160,9 @@ public:
     py::list to_list() const {
         std::lock_guard<std::mutex> lock(mu_);
         py::list out;
-        for (const auto & [k, r] : ops_) {
+        for (const auto & kv : ops_) {
+            const op_key & k = kv.first;
+            const op_record & r = kv.second;
             py::dict d;
             d["graph"] = std::get<0>(k);
             d["op"] = std::get<1>(k);
@@ -232,7 +234,7 @@ py::list record_ops(const py::object & llm, const py::object & mmproj, const py:
         h.create_context(cparams);
         funasr::Engine engine(h, cparams, n_parallel, auto_ctx, ctc.get());
         std::vector<std::shared_ptr<funasr::Job>> submitted;
-        for (auto & [samples, r] : todo) submitted.push_back(engine.submit(std::move(samples), std::move(r)));
+        for (auto & job : todo) submitted.push_back(engine.submit(std::move(job.first), std::move(job.second)));
         for (const auto & job : submitted) {
             engine.wait(job);
             if (job->failed) throw funasr::error(job->error_code, job->error);
@@ -245,13 +247,14 @@ py::list record_ops(const py::object & llm, const py::object & mmproj, const py:
 
 void register_testing_ops(py::module_ & m) {
     m.def("record_ops", &record_ops, py::arg("llm"), py::arg("mmproj"), py::arg("jobs"), py::kw_only(),
-          py::arg("device") = "cpu", py::arg("n_threads") = 1, py::arg("n_gpu_layers") = -1, py::arg("use_gpu") = true, py::arg("n_ctx") = 0,
-          py::arg("n_batch") = 512, py::arg("flash_attn") = "auto", py::arg("kv_type") = "f16", py::arg("n_parallel") = 2,
+          py::arg("device") = "cpu", py::arg("n_threads") = 1, py::arg("n_gpu_layers") = -1, py::arg("use_gpu") = true,
+          py::arg("n_ctx") = 0, py::arg("n_batch") = 512, py::arg("flash_attn") = "auto", py::arg("kv_type") = "f16",
+          py::arg("n_parallel") = 2,
           "Runs jobs [(samples, {prompt, max_new_tokens, draft_max, ignore_eos, draft, ctc, ctc_draft, ctc_only})]\n"
-          "on the engine loaded as funasr::Transcriber loads it (device: as Model(device=...)), with a ggml_backend_sched eval callback on the\n"
-          "mmproj's graph ('encoder': encoder, adaptor, CTC head) and the LLM's ('llm'). Returns one dict per\n"
-          "(graph, op, type, srcs): op (ggml_op_desc: UNARY/GLU as their sub-op), type (dst), srcs (types by\n"
-          "position, '-' for an empty slot), count, example (shapes), details (op parameters that supports_op\n"
-          "conditions look at), layouts (contiguity flags of dst and sources, see layout_of), backends (the\n"
-          "dst buffers' types).");
+          "on the engine loaded as funasr::Transcriber loads it (device: as Model(device=...)), with a\n"
+          "ggml_backend_sched eval callback on the mmproj's graph ('encoder': encoder, adaptor, CTC head) and the\n"
+          "LLM's ('llm'). Returns one dict per (graph, op, type, srcs): op (ggml_op_desc: UNARY/GLU as their\n"
+          "sub-op), type (dst), srcs (types by position, '-' for an empty slot), count, example (shapes), details\n"
+          "(op parameters that supports_op conditions look at), layouts (contiguity flags of dst and sources, see\n"
+          "layout_of), backends (the dst buffers' types). A job that fails raises its error.");
 }

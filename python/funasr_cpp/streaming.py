@@ -239,9 +239,16 @@ class TranscriptionStream:
         return self._take()
 
     def commit(self) -> List[StreamEvent]:
-        """End the open segment at the audio fed so far (its final follows); returns the events ready."""
+        """End the open segment at the audio fed so far, all of it (its final follows); returns the
+        events ready."""
         with self._lock:
             self._check_open("commit")
+            # the resampler still holds the last few ms fed: they belong to this segment (a new
+            # resampler takes the audio after the commit)
+            tail = self._drain_resampler()
+            self._resampler, self._rate = None, SAMPLE_RATE
+            if len(tail):
+                self._push(tail)
             if self._open is not None:
                 self._close(self._audio.end)
                 if self._vad_speech:  # the VAD's speech goes on: its rest is the next segment
