@@ -9,51 +9,16 @@ import json
 import os
 import socket
 import tempfile
-import threading
 import time
 
 import numpy as np
 import pytest
 
+from fixtures.server import Running, _free_port
 from fixtures.speech import write_wav16k
 from funasr_cpp import Model, formats
 
 LOAD = {"n_threads": 1, "kv_type": "f32", "flash_attn": "off"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    """uvicorn serving create_app(model, **kwargs) in a thread."""
-
-    def __init__(self, model, **kwargs):
-        import uvicorn
-
-        from funasr_cpp.server import create_app
-
-        self.port = _free_port()
-        self.app = create_app(model, **kwargs)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def client(self, **kwargs):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", "unused"), max_retries=0, **kwargs)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
