@@ -178,6 +178,7 @@ class TranscriptionStream:
         self._next_index = 0
         self._vad_speech = False      # the VAD is inside a segment (start reported, end not yet)
         self._vad_base = 0            # the sample the VAD's times count from (moved by clear())
+        self._unfinished: dict = {}   # index -> start sample of the closed segments whose final is not out
         self._resampler: Any = None
         self._rate = SAMPLE_RATE
         self._state = "open"          # "open" -> "finished" | "closed"
@@ -336,6 +337,16 @@ class TranscriptionStream:
         return self._audio.capacity
 
     @property
+    def unfinished_since(self) -> Optional[float]:
+        """Stream time (s) of the oldest audio whose final is not out yet (the open segment, or a
+        closed one still decoding), or None: how much audio the stream holds undecided."""
+        # no lock (a server's event loop asks while feed runs the VAD): list() of a dict and one
+        # attribute read are atomic under the GIL
+        seg = self._open
+        starts = list(self._unfinished.values()) + ([seg.start] if seg is not None else [])
+        return min(starts) / SAMPLE_RATE if starts else None
+
+    @property
     def open_index(self) -> Optional[int]:
         """The index of the open segment (audio fed that no final was submitted for yet), or None."""
         seg = self._open
@@ -446,6 +457,7 @@ class TranscriptionStream:
         self._emit(SpeechStopped(end / SAMPLE_RATE, seg.index))
         x = self._audio.slice(seg.start, end)
         pending = self._model.start(x, self._final_options, sample_rate=SAMPLE_RATE) if len(x) else None
+        self._unfinished[seg.index] = seg.start
         self._queue(("final", seg.index, seg.start, end, pending), pending)
 
     def _flush(self) -> None:
@@ -525,6 +537,8 @@ class TranscriptionStream:
             if self._state != "closed":
                 self._emit(FinalSegment(index, _joined(segments, start, end)))
         finally:
+            with self._lock:
+                self._unfinished.pop(index, None)
             self._done_with(pending)
 
     def _collect_partial(self, seg: _Open, serial: int, job: Any) -> None:

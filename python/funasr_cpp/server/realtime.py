@@ -333,12 +333,12 @@ class Session:
             self.out.put_nowait(("close", *self.close_code))
 
     def pending_seconds(self) -> float:
-        """Audio this session holds whose transcript is not final: from its oldest unfinished item on."""
-        if not self.items:
-            return 0.0
-        now_ms = self.offset_ms + (self.stream.time * 1000.0 if self.stream is not None else 0.0)
-        oldest = min(item.start_ms for item in self.items.values())
-        return max(0.0, now_ms - oldest) / 1000.0
+        """Audio this session holds whose transcript is not final: from the stream's oldest unfinished
+        audio on (asked of the stream, not of the events on their way here). A stream an update
+        finished has no unfinished audio: finish() waited for its finals."""
+        stream = self.stream
+        since = stream.unfinished_since if stream is not None else None
+        return 0.0 if since is None else max(0.0, stream.time - since)
 
 
 HANDLERS = {

@@ -104,17 +104,19 @@ class SessionConfig:
 
     # -- what it gives ---------------------------------------------------------------------
     def stream_options(self, base: TranscribeOptions) -> TranscribeOptions:
-        """The server's options with this session's language, hotwords and segmentation."""
+        """The server's options with this session's language (None: the server's), hotwords (none:
+        the server's) and segmentation."""
         hotwords = [w.strip() for w in self.prompt.split(",") if w.strip()] + [k.strip() for k in self.keywords
                                                                                if k.strip()]
+        language = self.language if self.language is not None else base.language  # None: the server's
         td = self.turn_detection
         if td is None:
-            return base.replace(language=self.language, hotwords=hotwords or base.hotwords, vad=None)
+            return base.replace(language=language, hotwords=hotwords or base.hotwords, vad=None)
         from ..vad import VadOptions
 
         given = {VAD_FIELDS[k]: float(v) for k, v in td.items() if k in VAD_FIELDS and v is not None}
         vad_options = (base.vad_options or VadOptions()).replace(**given)
-        return base.replace(language=self.language, hotwords=hotwords or base.hotwords, vad="fsmn",
+        return base.replace(language=language, hotwords=hotwords or base.hotwords, vad="fsmn",
                             vad_options=vad_options)
 
     def changes_stream(self, other: "SessionConfig") -> bool:
