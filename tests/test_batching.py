@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from fixtures.batch_jobs import mixed_jobs
 from fixtures.engine import AsrModel, assert_same_tokens
 from fixtures.speech import wav16k_samples
 from fixtures.upstream import OPTIONS
@@ -21,19 +22,9 @@ EXACT = dict(n_threads=1, kv_type="f32", flash_attn="off")
 # below this gap between the best and the second-best logit two kernels may honestly disagree
 
 
-def _jobs(speech):
-    """(samples, prompt) of different lengths and instructions: the batch sees several prefixes."""
-    zh, en = wav16k_samples(speech["zh"]), wav16k_samples(speech["en"])
-    rng = np.random.default_rng(7)
-    noise = (rng.standard_normal(24000) * 0.05).astype(np.float32)
-    prompts = [build_prompt(**OPTIONS[o]) for o in OPTIONS]
-    return [(zh, prompts[0]), (en, prompts[0]), (zh[: zh.size // 2], prompts[0]), (noise, prompts[0]),
-            (en[: en.size // 3], prompts[1 % len(prompts)]), (zh, prompts[-1]), (np.zeros(200, np.float32), prompts[0])]
-
-
 @pytest.fixture(scope="module")
 def jobs(speech):
-    return _jobs(speech)
+    return mixed_jobs(speech)
 
 
 @pytest.fixture(scope="module")
