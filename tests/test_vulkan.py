@@ -27,12 +27,9 @@ the bf16 row of test_llm_parity; bf16 and q8_0 keep their own rows. Tokens are h
 (upstream's, or a near-tie in the reference's logits as test_batching allows)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import tempfile
-import time
 
 import numpy as np
 import pytest
@@ -47,7 +44,7 @@ if ROOT is None:
 
 # (imported once a Vulkan build is there: collecting this module stays cheap without one)
 from fixtures.checkpoint import soften_attention, write_checkpoint
-from fixtures.cli import free_port, postprocess, special_tokens
+from fixtures.cli import postprocess, run_llama_server, special_tokens
 from fixtures.encoder import features, reference, upstream_fake_token_len
 from fixtures.engine import NEAR_TIE
 from fixtures.prompts import PROMPT
@@ -475,46 +472,14 @@ def test_llama_mtmd_cli_on_the_device(vk, soft_release, soft_gguf, soft_upstream
     assert ours.rstrip() == soft_upstream.generate(wav)["text"].rstrip()
 
 
-@contextlib.contextmanager
-def _llama_server(vk, llm, mmproj, *args):
-    """The Vulkan build's llama-server (fixtures.cli.run_llama_server, with this build's binary)."""
-    import httpx
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as err:
-        cmd = [vk.tool("llama-server"), "-m", str(llm), "--mmproj", str(mmproj), "--host", "127.0.0.1",
-               "--port", str(port), *map(str, args)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=vk.env)
-        try:
-            deadline = time.time() + 300
-            while True:
-                try:
-                    if httpx.get(url + "/health", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    err.seek(0)
-                    raise AssertionError("llama-server: " + err.read()[-3000:].decode(errors="replace"))
-                time.sleep(0.3)
-            yield url, err
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def test_llama_server_on_the_device(vk, soft_release, soft_gguf, speech_wavs):
     import httpx
 
     llm, mmproj = soft_gguf
     wav = speech_wavs["speech-zh"]
-    with _llama_server(vk, llm, mmproj, "-c", "4096", "-t", "2", "-fa", "off", "-ctk", "f32", "-ctv", "f32",
-                       "--no-warmup", "-np", "1", "--jinja", "-ngl", "99", "-v") as (url, err):
+    with run_llama_server(llm, mmproj, "-c", "4096", "-t", "2", "-fa", "off", "-ctk", "f32", "-ctv", "f32",
+                          "--no-warmup", "-np", "1", "--jinja", "-ngl", "99", "-v", startup_timeout=300,
+                          exe=vk.tool("llama-server"), env=vk.env, with_log=True) as (url, err):
         with open(wav, "rb") as f:
             r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", f, "audio/wav")},
                            data={"model": "x", "temperature": "0", "max_tokens": str(MAX_TOKENS)}, timeout=600)
