@@ -153,3 +153,24 @@ def test_streaming_tiny_smoke(tmp_path):
     assert res["streams"][1]["finals"] == 2 * res["streams"][0]["finals"]  # each stream gets every final
     assert set(res["max_streams_under_limit"]) == {"final_latency_s", "after_vad_close_s"}
     assert (out / "streaming.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_realtime_tiny_smoke(tmp_path):
+    """benchmarks/realtime.py --tiny (N Realtime WebSocket sessions against a server process, server_vad)
+    runs end to end: every item that started gets its final, every session the same number of them and
+    the same transcripts, each final after its speech_stopped, deltas for the partials."""
+    out = run_script("realtime.py", tmp_path, "--tiny", "--seconds", "8", "--speed", "4", "--threads", "1",
+                     "--sessions", "1,2", "--sweep-all", timeout=300)
+    res = json.loads((out / "realtime.json").read_text())
+    rows = res["sessions"]
+    assert [r["sessions"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["error_count"] == 0 and r["missing_finals"] == 0 and r["timed_out_sessions"] == 0
+        assert r["finals"] >= r["sessions"] and r["finals_per_session"] == [r["finals"] // r["sessions"]]
+        assert r["transcripts_agree"] and r["after_speech_stopped_s"]["p50"] >= 0
+        assert r["final_latency_s"]["p50"] >= r["after_speech_stopped_s"]["p50"]
+        assert r["deltas"] > 0 and r["server_cpu_cores"] > 0
+        assert r["turn_detection"]["type"] == "server_vad"
+    assert rows[1]["finals"] == 2 * rows[0]["finals"]  # each session gets every final
+    assert res["max_sessions_keeping_up"] in (0, 1, 2)
+    assert (out / "realtime.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
