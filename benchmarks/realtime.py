@@ -2,7 +2,7 @@
 """Live transcription over the Realtime WebSocket (`/v1/realtime`): N sessions at once, each
 streaming a recording at real time over loopback to a `funasr-cpp serve` process with server_vad.
 
-    python benchmarks/realtime.py                          # N = 1, 2, 4, 8 (stops at the first N that falls behind)
+    python benchmarks/realtime.py                          # N = 1, 2, 4, 8, 12, 16 up to the first that falls behind
     python benchmarks/realtime.py --sessions 1,2,4 --sweep-all --compare   # + Model.stream in process, same N
     python benchmarks/realtime.py --tiny --seconds 8 --speed 4 --out /tmp/rt   # smoke run: tiny weights, random VAD
 
@@ -87,7 +87,7 @@ def serve(spec: dict) -> None:
 def start_server(spec: dict, work: Path, threads: int, timeout: float = 600) -> subprocess.Popen:
     import httpx
 
-    log_path = work / f"realtime-server-{spec['port']}.log"  # a file, not a pipe nobody reads
+    log_path = work / "realtime-server.log"  # a file, not a pipe nobody reads (the latest server's)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     with open(log_path, "wb") as err:
         proc = subprocess.Popen([sys.executable, __file__, "--serve", json.dumps(spec)], stdout=subprocess.DEVNULL,
@@ -476,7 +476,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/funasr-cpp-bench"), help="generated weights and audio")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "realtime")
     ap.add_argument("--tag", default="", help="OUT/realtime{-TAG}.json/.png")
-    ap.add_argument("--sessions", default="1,2,4,8", help="comma-separated N (sessions at once)")
+    ap.add_argument("--sessions", default="1,2,4,8,12,16", help="comma-separated N (sessions at once)")
     ap.add_argument("--sweep-all", action="store_true", help="measure every N (no stop at the first that falls behind)")
     ap.add_argument("--seconds", type=float, default=180, help="recording length (+ %g s of silence)" % TAIL_S)
     ap.add_argument("--speed", type=float, default=1.0, help="send speed (x real time; 1 = live)")

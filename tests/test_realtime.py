@@ -973,3 +973,38 @@ def test_server_shutdown_with_open_sessions(model, clip):
             except Exception:  # noqa: BLE001 - already closed
                 pass
         s.stop()
+
+
+def test_commit_inside_speech_leaves_no_empty_item(server, model, clip):
+    """server_vad: a commit while the VAD is inside speech ends the item at the commit point; the
+    rest of that speech becomes the next item only once audio for it arrives (announced with its
+    first partial or its end): nothing is announced before, a second commit with no audio after
+    the first is commit_empty (not an empty item), and the next item starts where the first stopped"""
+    chunks = chunks_of(clip, "pcm24")
+    with model.stream(OPTIONS, vad="fsmn", partials=None) as s:
+        events = []
+        for _, a in chunks:
+            events += s.feed(a, 24000)
+        events += s.finish()
+    start = next(e.time for e in events if isinstance(e, SpeechStarted))
+    stop = next(e.time for e in events if isinstance(e, SpeechStopped))
+    assert stop - start > 1.0, (start, stop)
+    k = int((start + stop) / 2 / 0.1)  # the 100 ms append in the middle of the first speech
+    c = Conn(server)
+    try:
+        c.next()
+        send_audio(c, chunks[:k])
+        c.send({"type": "input_audio_buffer.commit"})
+        first = c.until(COMPLETED)
+        kinds = [e["type"] for e in first if e["type"].startswith("input_audio_buffer.")]
+        assert kinds == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                         "input_audio_buffer.committed"], kinds
+        end_ms = next(e["audio_end_ms"] for e in first if e["type"] == "input_audio_buffer.speech_stopped")
+        c.send({"type": "input_audio_buffer.commit"})
+        c.error("input_audio_buffer_commit_empty")
+        assert not [e for e in c.quiet(1.0) if e["type"] != "error"]
+        send_audio(c, chunks[k:int(stop / 0.1) + 20])  # the rest of the speech and the VAD's end silence
+        started = c.next_but_deltas()
+        assert started["type"] == "input_audio_buffer.speech_started" and started["audio_start_ms"] == end_ms, started
+    finally:
+        c.close()

@@ -336,15 +336,21 @@ class TranscriptionStream:
         """Samples the stream keeps (its audio buffer's capacity): the open segment and the lookback."""
         return self._audio.capacity
 
-    @property
-    def unfinished_since(self) -> Optional[float]:
-        """Stream time (s) of the oldest audio whose final is not out yet (the open segment, or a
-        closed one still decoding), or None: how much audio the stream holds undecided."""
+    def unfinished_since(self, include_open: bool = True) -> Optional[float]:
+        """Stream time (s) of the oldest audio whose final is not out yet (the open segment, unless
+        ``include_open`` is False, or a closed one still decoding), or None: how much audio the
+        stream holds undecided."""
         # no lock (a server's event loop asks while feed runs the VAD): list() of a dict and one
         # attribute read are atomic under the GIL
-        seg = self._open
+        seg = self._open if include_open else None
         starts = list(self._unfinished.values()) + ([seg.start] if seg is not None else [])
         return min(starts) / SAMPLE_RATE if starts else None
+
+    @property
+    def open_seconds(self) -> Optional[float]:
+        """Seconds of audio the open segment holds so far, or None when none is open."""
+        seg = self._open
+        return None if seg is None else (self._audio.end - seg.start) / SAMPLE_RATE
 
     @property
     def open_index(self) -> Optional[int]:

@@ -39,7 +39,7 @@ class Limits:
     """The realtime settings of the server and its open sessions (``app.state.realtime``)."""
     max_sessions: int = 8
     idle_timeout: float = 120.0        # seconds without a client event
-    max_buffer_seconds: float = 60.0   # audio appended and not yet final, per session
+    max_buffer_seconds: float = 60.0   # audio appended and not yet final, per session (see pending_seconds)
     partials: Optional[str] = "auto"
     partial_interval: Optional[float] = 0.5
     sessions: set = field(default_factory=set)
@@ -54,6 +54,7 @@ class _Item:
     id: str
     start_ms: float
     sent: str = ""          # the partial text the client has (its deltas applied)
+    held: bool = False      # opened by a commit inside speech: announced once it has audio
 
 
 async def realtime(websocket: WebSocket) -> None:
@@ -122,6 +123,7 @@ class Session:
         self.items: dict = {}           # (serial, segment index) -> _Item, until its final is sent
         self.dropped: set = set()       # (serial, index) of the segments a clear dropped
         self.previous_item_id: Optional[str] = None
+        self.last_stop: dict = {}       # serial -> stream time (s) at which its last item ended
         self.close_code: Optional[tuple] = None
         self.client_gone = False
         self._sender: Optional[asyncio.Task] = None
@@ -231,7 +233,8 @@ class Session:
 
     async def _commit(self, event: dict) -> None:
         stream = self.stream
-        if stream is None or stream.open_index is None:
+        # (an item a commit inside speech opened, with no audio since: nothing to commit either)
+        if stream is None or stream.open_index is None or not stream.open_seconds:
             raise RealtimeError("input_audio_buffer_commit_empty", "nothing to commit: no audio since the last commit"
                                 + (" that the VAD took for speech" if self.config.turn_detection else ""))
         await asyncio.to_thread(stream.commit)
@@ -297,13 +300,25 @@ class Session:
         vad = self.stream_vad[serial]
         if isinstance(ev, SpeechStarted):
             item = self.items[key] = _Item(f"item_{uuid.uuid4().hex[:24]}", offset_ms + ev.time * 1000.0)
-            if vad:
-                self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": round(item.start_ms),
-                           "item_id": item.id})
+            # an item that starts where the last one stopped (a commit, or a length cut, inside
+            # speech that goes on) is announced once it has audio (a partial or its end), and
+            # dropped if it ends empty: a commit at the end of the audio leaves no empty item
+            item.held = vad and self.last_stop.get(serial) == ev.time
+            if vad and not item.held:
+                self._announce(item)
             return
         item = self.items.get(key)
         if item is None:
             return
+        if isinstance(ev, SpeechStopped):
+            self.last_stop[serial] = ev.time
+        if isinstance(ev, SpeechStopped) and item.held and offset_ms + ev.time * 1000.0 <= item.start_ms:
+            del self.items[key]
+            self.dropped.add(key)  # its (empty) final is not sent either
+            return
+        if item.held:
+            item.held = False
+            self._announce(item)
         if isinstance(ev, PartialText):
             if ev.text == item.sent:
                 return
@@ -326,6 +341,10 @@ class Session:
                        "content_index": 0, "transcript": seg.text,
                        "usage": {"type": "duration", "seconds": round(max(0.0, seg.end - seg.start), 3)}})
 
+    def _announce(self, item: _Item) -> None:
+        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": round(item.start_ms),
+                   "item_id": item.id})
+
     def _on_failure(self, exc: BaseException) -> None:
         self.emit(RealtimeError("server_error", f"the transcription failed: {exc}", type="server_error").event())
         if self.close_code is None:
@@ -334,10 +353,15 @@ class Session:
 
     def pending_seconds(self) -> float:
         """Audio this session holds whose transcript is not final: from the stream's oldest unfinished
-        audio on (asked of the stream, not of the events on their way here). A stream an update
-        finished has no unfinished audio: finish() waited for its finals."""
+        audio on (asked of the stream, not of the events on their way here). With server_vad the
+        open item is left out: it must grow for the VAD to close it (refusing its audio would keep
+        it open for ever), and the VAD cuts it at max_segment_seconds anyway; what piles up when
+        decoding falls behind are the closed items. A stream an update finished has no unfinished
+        audio: finish() waited for its finals."""
         stream = self.stream
-        since = stream.unfinished_since if stream is not None else None
+        if stream is None:
+            return 0.0
+        since = stream.unfinished_since(include_open=self.config.turn_detection is None)
         return 0.0 if since is None else max(0.0, stream.time - since)
 
 
