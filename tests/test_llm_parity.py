@@ -9,6 +9,7 @@ import torch
 
 from fixtures.checkpoint import soften_attention, write_checkpoint
 from fixtures.prompts import PROMPT
+from fixtures.qwen3_reference import qwen3_reference
 from fixtures.tolerances import TOLERANCE
 from funasr_cpp.converters import convert
 from funasr_cpp.llm import LlamaModel
@@ -29,14 +30,7 @@ def release(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf(release):
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    cfg = Qwen3Config(**json.loads((release / "Qwen3-0.6B/config.json").read_text()))
-    model = Qwen3ForCausalLM(cfg).float().eval()
-    sd = torch.load(release / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict({k[len("llm."):]: v.float() for k, v in sd.items() if k.startswith("llm.")}, strict=True)
-    tok = AutoTokenizer.from_pretrained(release / "Qwen3-0.6B")
-    return model, tok
+    return qwen3_reference(release)
 
 
 @pytest.fixture(scope="module")

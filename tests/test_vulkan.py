@@ -27,7 +27,6 @@ the bf16 row of test_llm_parity; bf16 and q8_0 keep their own rows. Tokens are h
 (upstream's, or a near-tie in the reference's logits as test_batching allows)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
@@ -48,6 +47,7 @@ from fixtures.cli import postprocess, run_llama_server, special_tokens
 from fixtures.encoder import features, reference, upstream_fake_token_len
 from fixtures.engine import NEAR_TIE
 from fixtures.prompts import PROMPT
+from fixtures.qwen3_reference import qwen3_reference
 from fixtures.speech import wav16k_samples
 from fixtures.upstream import MAX_TOKENS, OPTIONS
 from funasr_cpp.converters import convert
@@ -253,13 +253,9 @@ def llm_release(tmp_path_factory):
 @pytest.fixture(scope="module")
 def llm_reference(llm_release):
     import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-    cfg = Qwen3Config(**json.loads((llm_release / "Qwen3-0.6B/config.json").read_text()))
-    model = Qwen3ForCausalLM(cfg).float().eval()
-    sd = torch.load(llm_release / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict({k[len("llm."):]: v.float() for k, v in sd.items() if k.startswith("llm.")}, strict=True)
-    ids = AutoTokenizer.from_pretrained(llm_release / "Qwen3-0.6B").encode(PROMPT, add_special_tokens=False)
+    model, tok = qwen3_reference(llm_release)
+    ids = tok.encode(PROMPT, add_special_tokens=False)
     with torch.no_grad():
         return ids, model(torch.tensor([ids])).logits[0].float().numpy()
 
