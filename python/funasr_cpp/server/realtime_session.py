@@ -3,7 +3,7 @@
 the session object reports it, and the stream options it gives."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Tuple
 
 from ..options import TranscribeOptions
@@ -25,7 +25,6 @@ class SessionConfig:
     prompt: str = ""
     keywords: Tuple[str, ...] = ()
     turn_detection: Optional[dict] = None     # {"type": "server_vad", ...} or None (commit only)
-    extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
     def initial(cls, model_name: str, has_vad: bool) -> "SessionConfig":
@@ -44,34 +43,29 @@ class SessionConfig:
                                 param="session.type")
         _check_include(session.get("include"), "session.include")
         audio = _object(session.get("audio", {}), "session.audio")
-        inp = _object(audio.get("input", {}), "session.audio.input")
-        out = self
-        if "format" in inp:
-            out = replace(out, format=parse_format(inp["format"], "session.audio.input.format"))
-        if "transcription" in inp:
-            out = out._transcription(inp["transcription"], "session.audio.input.transcription")
-        if "turn_detection" in inp:
-            out = replace(out, turn_detection=_turn_detection(inp["turn_detection"], has_vad,
-                                                              "session.audio.input.turn_detection"))
-        if "noise_reduction" in inp:
-            _check_noise_reduction(inp["noise_reduction"], "session.audio.input.noise_reduction")
-        return out
+        return self._fields(_object(audio.get("input", {}), "session.audio.input"), "session.audio.input.",
+                            ("format", "transcription", "turn_detection", "noise_reduction"), parse_format, has_vad)
 
     def update_legacy(self, session: Any, has_vad: bool) -> "SessionConfig":
         """The older ``transcription_session.update``'s session object over this config."""
         if not isinstance(session, dict):
             raise RealtimeError("invalid_value", "session must be an object", param="session")
         _check_include(session.get("include"), "session.include")
+        return self._fields(session, "session.", ("input_audio_format", "input_audio_transcription", "turn_detection",
+                                                  "input_audio_noise_reduction"), parse_legacy_format, has_vad)
+
+    def _fields(self, fields: dict, prefix: str, names: tuple, parse: Any, has_vad: bool) -> "SessionConfig":
+        """The four fields both shapes have (``names``: their names there), over this config."""
+        fmt, transcription, turn, noise = names
         out = self
-        if "input_audio_format" in session:
-            out = replace(out, format=parse_legacy_format(session["input_audio_format"], "session.input_audio_format"))
-        if "input_audio_transcription" in session:
-            out = out._transcription(session["input_audio_transcription"], "session.input_audio_transcription")
-        if "turn_detection" in session:
-            out = replace(out, turn_detection=_turn_detection(session["turn_detection"], has_vad,
-                                                              "session.turn_detection"))
-        if "input_audio_noise_reduction" in session:
-            _check_noise_reduction(session["input_audio_noise_reduction"], "session.input_audio_noise_reduction")
+        if fmt in fields:
+            out = replace(out, format=parse(fields[fmt], prefix + fmt))
+        if transcription in fields:
+            out = out._transcription(fields[transcription], prefix + transcription)
+        if turn in fields:
+            out = replace(out, turn_detection=_turn_detection(fields[turn], has_vad, prefix + turn))
+        if noise in fields:
+            _check_noise_reduction(fields[noise], prefix + noise)
         return out
 
     def _transcription(self, t: Any, param: str) -> "SessionConfig":
