@@ -7,6 +7,7 @@
 #pragma once
 
 #include "clip-graph.h"
+#include "ggml-cpp.h"
 #include "frontend/frontend.h"
 #include "mtmd-audio.h"
 #include "mtmd.h"
@@ -45,6 +46,11 @@ bool funasr_audio_to_mel_chunks(const funasr_frontend & fe, int chunk_seconds, c
 void funasr_load_hparams(clip_hparams & hparams, const gguf_context * ctx);
 // tensors beyond the generic a.blk.N.* ones (FSMN kernels, adaptor)
 void funasr_load_tensors(clip_model & model, const std::function<ggml_tensor *(const std::string &, bool)> & get_tensor);
+// clip_model_loader's weight allocation: the default buffer `buft` (returned) gets every tensor of
+// ctx_data except the matrix weights that one of the CPU backend's extra buffer types multiplies
+// (AMX, repacked layouts: funasr_weights.cpp), which go to buffers of those types (added to extra)
+ggml_backend_buffer_t funasr_alloc_weights(ggml_context * ctx_data, const clip_model & model, ggml_backend_t backend,
+                                           ggml_backend_buffer_type_t buft, std::vector<ggml_backend_buffer_ptr> & extra);
 // audio tokens for a chunk of nx = lfr_m * T sub-frames (use_low_frame_rate rule)
 int funasr_n_output_tokens(const clip_hparams & hparams, int nx);
 
