@@ -118,3 +118,34 @@ def test_q8_0_equals_llama_cpp_own_quantization(gguf_paths, tmp_path):
     for name in ours:
         assert ours[name][0] == theirs[name][0], name
         assert np.array_equal(ours[name][1], theirs[name][1]), name
+
+
+@pytest.mark.skipif("AMX" not in __import__("funasr_cpp._testing", fromlist=["x"]).cpu_extra_buffer_types(),
+                    reason="no AMX buffer type here (funasr-cpp info: AMX_INT8)")
+def test_q8_0_logits_on_amx_equal_the_plain_kernels(gguf_paths, reference, monkeypatch):
+    """q8_0 weights in the AMX buffer (the default where it runs) vs the plain CPU buffer
+    (FUNASR_NO_EXTRA_BUFTS=1): the same integer dot products of the same q8_0 activations, so
+    (nearly) the same logits, an order of magnitude closer to each other than q8_0 is to f32, and
+    the same per-token log-likelihood of the prompt (a perplexity check)."""
+    ids, _ = reference
+
+    def run(kind):
+        with LlamaModel(gguf_paths[kind], n_ctx=1024, n_threads=2, kv_type="f32", flash_attn="off") as llm:
+            return llm.eval_logits(ids).astype(np.float64)
+
+    amx = run("q8_0")
+    monkeypatch.setenv("FUNASR_NO_EXTRA_BUFTS", "1")
+    plain, f32 = run("q8_0"), run("f32")
+
+    def nll(logits):  # mean negative log-likelihood of each next prompt token
+        z = logits[:-1] - logits[:-1].max(-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        return -logp[np.arange(len(ids) - 1), ids[1:]].mean()
+
+    # measured on this fixture: every row but the last bit for bit, the last within 0.012 (q8_0 vs f32: 0.35)
+    assert np.abs(amx - plain).max() <= 0.1 * np.abs(plain - f32).max(), (np.abs(amx - plain).max(),
+                                                                           np.abs(plain - f32).max())
+    assert abs(nll(amx) - nll(plain)) <= 1e-4 * abs(nll(plain)), (nll(amx), nll(plain))
+    second = np.sort(plain, -1)[:, -2]
+    near_tie = plain.max(-1) - second < 1e-3 * plain.std()
+    assert ((amx.argmax(-1) == plain.argmax(-1)) | near_tie).all()

@@ -3,6 +3,7 @@
 
 #include "engine/log_capture.h"
 #include "engine/tokens.h"
+#include "model/funasr_weights.h"
 
 #include <algorithm>
 #include <cctype>
@@ -115,6 +116,7 @@ llama_handles::llama_handles(std::string kind, std::string path, const std::stri
     ggml_backend_dev_t devices[2] = {is_cpu_device(device_) ? nullptr : device_, nullptr};
     mp.devices = devices;
     mp.n_gpu_layers = devices[0] ? n_gpu_layers : 0;
+    mp.use_extra_bufts = funasr_use_extra_bufts();  // AMX / repacked weights unless switched off
     model_ = llama_model_load_from_file(path_.c_str(), mp);
     if (!model_) throw error(errc::invalid_argument, "cannot load GGUF model " + path_);
     vocab_ = llama_model_get_vocab(model_);

@@ -5,13 +5,13 @@
 // kernel takes the product the graph (funasr_graph.cpp) makes with it, the same test llama.cpp's
 // model loader makes for its weights; everything else stays in the default buffer.
 #include "model/funasr.h"
+#include "model/funasr_weights.h"
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
 #include "ggml-cpu.h"
 
-#include <cstdlib>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -115,7 +115,7 @@ ggml_backend_buffer_t funasr_alloc_weights(ggml_context * ctx_data, const clip_m
     const auto candidates = dev ? extra_bufts(dev) : std::vector<ggml_backend_buffer_type_t>();
     std::map<ggml_backend_buffer_type_t, std::vector<ggml_tensor *>> placed;
     std::map<const ggml_tensor *, bool> moved;
-    if (!candidates.empty() && !std::getenv("FUNASR_NO_EXTRA_BUFTS")) {
+    if (!candidates.empty() && funasr_use_extra_bufts()) {
         for (ggml_tensor * w : matrix_weights(model)) {
             for (auto * eb : candidates) {
                 if (runs_product(dev, eb, w)) {

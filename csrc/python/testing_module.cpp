@@ -8,10 +8,12 @@ namespace py = pybind11;
 
 void register_testing_bindings(py::module_ & m);  // csrc/python/testing_hooks.cpp
 void register_testing_ops(py::module_ & m);       // csrc/python/testing_ops.cpp
+void register_testing_matmul(py::module_ & m);    // csrc/python/testing_matmul.cpp
 
 PYBIND11_MODULE(_testing, m) {
     m.doc() = "funasr-cpp test hooks: single steps of the pipeline, for tests and benchmarks";
     funasr_py::register_error_translator();
     register_testing_bindings(m);
     register_testing_ops(m);
+    register_testing_matmul(m);
 }
