@@ -454,8 +454,8 @@ def test_auto_mmproj_type_follows_the_cpu(setup, tmp_path):
     from funasr_cpp.hub import default_mmproj_type
     info = funasr_cpp.system_info()
     gpu = any(d["type"] in ("gpu", "igpu") for b in info.backends for d in b["devices"])
-    # llama.cpp's own summary line, e.g. "CPU : SSE3 = 1 | ... | AVX512_BF16 = 1 | ..."
-    want = "bf16" if "AVX512_BF16 = 1" in info.summary and not gpu else "f16"
+    # llama.cpp's own summary line, e.g. "CPU : SSE3 = 1 | ... | AMX_INT8 = 1 | ..."
+    want = "f16" if gpu else "q8_0" if "AMX_INT8 = 1" in info.summary else "f32"
     assert default_mmproj_type() == want
     with Model.from_pretrained(setup["folder"], cache_dir=tmp_path, llm_type="f32", **LOAD) as m:
         assert m.mmproj_path.name.endswith(f"-{want}.gguf")

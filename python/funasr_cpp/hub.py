@@ -179,16 +179,18 @@ def _download(repo_id: str, hub: str, cache_dir) -> Path:
 
 
 def default_mmproj_type() -> str:
-    """The mmproj type ``mmproj_type="auto"`` converts to on this machine: bf16 where ggml's CPU
-    backend has AVX512_BF16 and no GPU backend is present (lossless for the bf16 release, and the
-    fastest encoder there: bf16 dot-product instructions), else f16."""
+    """The mmproj type ``mmproj_type="auto"`` converts to on this machine, the fastest encoder by
+    measurement (benchmarks/mmproj_types.py, BENCHMARKS.md): f16 where a GPU backend is present;
+    on the CPU, q8_0 where ggml's CPU backend runs AMX (its int8 tile kernels take the encoder's
+    products: about twice as fast as f32 there), else f32 (faster than f16, bf16 and q8_0 on the
+    AVX-512 and AVX2 CPUs measured; never a type slower than f32)."""
     from . import _core
 
     backends = _core.system_info()["backends"]
     if any(d["type"] in ("gpu", "igpu") for b in backends for d in b["devices"]):
         return "f16"
     cpu = next((b for b in backends if b["name"] == "CPU"), {"features": {}})
-    return "bf16" if cpu["features"].get("AVX512_BF16") == "1" else "f16"
+    return "q8_0" if cpu["features"].get("AMX_INT8") == "1" else "f32"
 
 
 def resolve_model(source: Union[str, os.PathLike], *, cache_dir=None, llm_type: str = "q8_0",

@@ -50,7 +50,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                      help=f"LLM type when converting a release (default {default_of(resolve_model, 'llm_type')})")
     src.add_argument("--mmproj-type", default=None,
                      help=f"mmproj type when converting a release (default {default_of(resolve_model, 'mmproj_type')}: "
-                          "bf16 on CPUs with AVX512_BF16, else f16)")
+                          "q8_0 on CPUs with AMX, f32 on other CPUs, f16 with a GPU)")
     src.add_argument("--vad-model", default=None, metavar="SRC",
                      help="FSMN-VAD: fsmn-vad (upstream's, downloaded from --hub and cached), a VAD release "
                           "folder (converted once), or its fsmn-vad-f32.gguf")
