@@ -174,3 +174,16 @@ def test_realtime_tiny_smoke(tmp_path):
     assert rows[1]["finals"] == 2 * rows[0]["finals"]  # each session gets every final
     assert res["max_sessions_keeping_up"] in (0, 1, 2)
     assert (out / "realtime.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mmproj_types_tiny_smoke(tmp_path):
+    """benchmarks/mmproj_types.py --tiny (encoder time per mmproj type and CPU class, fidelity vs f32)
+    runs end to end; the plain-buffer class is a different build configuration of the same kernels."""
+    out = run_script("mmproj_types.py", tmp_path, "--tiny")
+    res = json.loads((out / "mmproj_types.json").read_text())
+    assert set(res["timing"]) == {"native", "no-extra"}
+    for by_type in res["timing"].values():
+        assert set(by_type) == {"f32", "f16", "bf16", "q8_0"}
+        assert all(by_type[t][clip] > 0 for t in by_type for clip in ("10 s", "30 s"))
+    assert res["fidelity"]["f32"]["rows_max_rel"] == 0 and res["fidelity"]["q8_0"]["rows_cos_min"] > 0.99
+    assert "fastest" in (out / "mmproj_types.md").read_text()

@@ -7,20 +7,29 @@
 
 // SAN-M self-attention memory: per-channel depthwise conv over time (kernel K, zero padding
 // `left` before and `right` after, K - 1 in all) of v, plus v itself. v: [d, T] -> [d, T].
+// The conv runs channels-last (ggml's CWHN layout: time is the conv's H axis, W = 1, channels
+// contiguous, which is v's own layout): ggml then vectorizes over channels and threads over frames,
+// and no transpose is needed. Strides of the size-1 axes are never used to address data; they are
+// set so that ggml recognizes the layout (ggml_is_contiguous_channels and the kernel's check).
 static ggml_tensor * build_fsmn(ggml_context * ctx0, ggml_tensor * v, ggml_tensor * kernel, int left, int right) {
     const int64_t d = v->ne[0];
-    const int64_t t = v->ne[1];
     const int64_t k = kernel->ne[0];
-    ggml_tensor * x = ggml_cont(ctx0, ggml_transpose(ctx0, v));                 // [T, d]
-    x = ggml_reshape_4d(ctx0, x, t, 1, d, 1);                                     // W=T, H=1, C=d
-    int pad = left;
-    if (left != right) {  // sanm_shift != 0: pad explicitly, the conv pads symmetrically only
-        x = ggml_pad_ext(ctx0, x, left, right, 0, 0, 0, 0, 0, 0);
-        pad = 0;
-    }
-    ggml_tensor * w = ggml_reshape_4d(ctx0, kernel, k, 1, 1, d);                  // KW=K, KH=1, 1, C
-    x = ggml_conv_2d_dw_direct(ctx0, w, x, 1, 1, pad, 0, 1, 1);                  // [T, 1, d, 1]
-    x = ggml_cont(ctx0, ggml_transpose(ctx0, ggml_reshape_2d(ctx0, x, t, d)));  // [d, T]
+    const size_t es = ggml_element_size(v);
+    // padded explicitly (sanm_shift makes it asymmetric), which also makes v dense: [d, T + K - 1].
+    // More than one frame in: a single dense frame would look contiguous to ggml, which would then
+    // read it as the other layout (K = 1 is the same in both).
+    ggml_tensor * x = ggml_pad_ext(ctx0, v, 0, 0, left, right, 0, 0, 0, 0);
+    const int64_t t_in = x->ne[1];
+    // [W = 1, H = T, C = d, N = 1] over x's data
+    x = ggml_view_4d(ctx0, x, 1, t_in, d, 1, d * es, es, t_in * d * es, 0);
+    x->nb[0] = 2 * es;
+    // the kernel [K, d] as [KW = 1, KH = K, 1, C = d] with channels contiguous
+    ggml_tensor * w = ggml_cont(ctx0, ggml_transpose(ctx0, ggml_reshape_2d(ctx0, kernel, k, d)));  // [d, K]
+    const size_t ws = ggml_element_size(w);
+    w = ggml_view_4d(ctx0, w, 1, k, 1, d, d * ws, ws, ws, 0);
+    w->nb[0] = d * ws;
+    x = ggml_conv_2d_dw_direct(ctx0, w, x, 1, 1, 0, 0, 1, 1);                    // CWHN [1, T, d, 1]
+    x = ggml_view_2d(ctx0, x, d, x->ne[1], d * es, 0);                            // [d, T]
     return ggml_add(ctx0, x, v);
 }
 
