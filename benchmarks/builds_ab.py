@@ -8,6 +8,8 @@ within noise of the build before it.
 
 --a / --b: a folder that holds an installed `funasr_cpp` package (put first on PYTHONPATH), e.g.
 a copy of site-packages/funasr_cpp taken before a change; "" for the current environment.
+FUNASR_CPU_VARIANT in the environment pins both builds' CPU variant (portable builds), e.g. the
+AVX2 check: FUNASR_CPU_VARIANT=haswell python benchmarks/builds_ab.py --a OLD --b NEW --out DIR.
 Writes --out/builds_ab.json (medians per build and clip length)."""
 from __future__ import annotations
 
@@ -45,23 +47,25 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="timed runs per process (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--mmproj", default="f16", help="mmproj type (the same for both builds)")
     ap.add_argument("--tiny", action="store_true", help="smoke run on the tiny test weights")
     args = ap.parse_args()
 
     folder = workloads.release_folder(args.work, full=not args.tiny)
-    files = workloads.gguf_files(folder, args.work / "gguf", llm_types=("q8_0",), mmproj_types=("f16",))
+    files = workloads.gguf_files(folder, args.work / "gguf", llm_types=("q8_0",), mmproj_types=(args.mmproj,))
     audio = workloads.audio_files(args.work, args.seconds)
     runs: dict = {}
     for r in range(args.rounds):
         order = (("a", args.a), ("b", args.b)) if r % 2 == 0 else (("b", args.b), ("a", args.a))
         for s in args.seconds:
             for name, path in order:
-                spec = {"llm": str(files["llm", "q8_0"]), "mmproj": str(files["mmproj", "f16"]), "audio": str(audio[s]),
+                spec = {"llm": str(files["llm", "q8_0"]), "mmproj": str(files["mmproj", args.mmproj]), "audio": str(audio[s]),
                         "threads": args.threads, "runs": args.runs, "tokens": args.tokens}
                 got = measure(path, spec, args.threads)
                 runs.setdefault(f"{name} {s:g}s", []).extend(got)
                 log(f"round {r + 1}: {name} {s:g}s total_ms {[round(x['total_ms']) for x in got]}")
-    result = {"a": args.a, "b": args.b, "threads": args.threads, "tokens": args.tokens,
+    result = {"a": args.a, "b": args.b, "threads": args.threads, "tokens": args.tokens, "mmproj": args.mmproj,
+              "cpu_variant": os.environ.get("FUNASR_CPU_VARIANT", ""),
               "medians": {k: {"n": len(v), **{st: statistics.median(x[st] for x in v) for st in STAGES}}
                           for k, v in sorted(runs.items())}}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
-#include "ggml-cpu.h"
 
 #include <map>
 #include <stdexcept>

@@ -9,7 +9,6 @@
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
-#include "ggml-cpu.h"
 #include "ggml.h"
 
 #include <cstring>
@@ -59,7 +58,9 @@ py::array_t<float> cpu_mul_mat(py::array_t<float, py::array::c_style | py::array
     if (type == GGML_TYPE_COUNT) throw std::invalid_argument("unknown ggml type " + type_name);
     if (k % ggml_blck_size(type)) throw std::invalid_argument("k is not a multiple of the type's block");
 
-    ggml_backend_buffer_type_t wbuft = ggml_backend_cpu_buffer_type();
+    // registry calls only: in portable builds the CPU backend is a module loaded at run time
+    ggml_backend_dev_t dev = cpu_device();
+    ggml_backend_buffer_type_t wbuft = ggml_backend_dev_buffer_type(dev);
     if (buffer != "plain") {
         wbuft = nullptr;
         for (auto * b : extra_bufts()) {
@@ -67,8 +68,10 @@ py::array_t<float> cpu_mul_mat(py::array_t<float, py::array::c_style | py::array
         }
         if (!wbuft) throw std::invalid_argument("this CPU backend has no buffer type " + buffer);
     }
-    ggml_backend_t be = ggml_backend_dev_init(cpu_device(), nullptr);
-    ggml_backend_cpu_set_n_threads(be, n_threads);
+    ggml_backend_t be = ggml_backend_dev_init(dev, nullptr);
+    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(
+        ggml_backend_dev_backend_reg(dev), "ggml_backend_set_n_threads");
+    if (set_threads) set_threads(be, n_threads);
     ggml_init_params ip = {8 * ggml_tensor_overhead() + ggml_graph_overhead(), nullptr, true};
     ggml_context * cw = ggml_init(ip);
     ggml_context * cx = ggml_init(ip);
