@@ -10,7 +10,6 @@ the reported ratio is the median over rounds of each round's ratio.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -20,20 +19,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import workloads  # noqa: E402
-from bench import machine, run_measure  # noqa: E402
+from bench import engine_bench_parser, machine, run_measure  # noqa: E402
 from workloads import log  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("/tmp/funasr-cpp-bench"))
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=3)
+    ap = engine_bench_parser(__doc__)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--mmproj", default=None)
     args = ap.parse_args()
     from funasr_cpp.hub import default_mmproj_type
 
