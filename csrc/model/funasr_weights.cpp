@@ -12,6 +12,7 @@
 #include "ggml-cpp.h"
 
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -113,13 +114,13 @@ ggml_backend_buffer_t funasr_alloc_weights(ggml_context * ctx_data, const clip_m
     ggml_backend_dev_t dev = ggml_backend_get_device(backend);
     const auto candidates = dev ? extra_bufts(dev) : std::vector<ggml_backend_buffer_type_t>();
     std::map<ggml_backend_buffer_type_t, std::vector<ggml_tensor *>> placed;
-    std::map<const ggml_tensor *, bool> moved;
+    std::set<const ggml_tensor *> moved;
     if (!candidates.empty() && funasr_use_extra_bufts()) {
         for (ggml_tensor * w : matrix_weights(model)) {
             for (auto * eb : candidates) {
                 if (runs_product(dev, eb, w)) {
                     placed[eb].push_back(w);
-                    moved[w] = true;
+                    moved.insert(w);
                     break;
                 }
             }
